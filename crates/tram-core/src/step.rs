@@ -350,17 +350,18 @@ impl StepDriver {
         let task = model.loss(&logits, batch);
         let mut objective = task.shallow_clone();
         let mut divergence = None;
+        let mut restore_buffers = None;
         if let Some((tr, lambda)) = regulariser {
             let mask = model.divergence_mask(batch);
             let d = match tr.target {
                 Target::InputNoise(spec) => {
-                    // R3F: the noised forward keeps its gradient (Aghajanyan et al.); its buffer updates are undone.
-                    let buffers = snapshot(&self.vars.buffers);
+                    // R3F: the noised forward keeps its gradient (Aghajanyan et al.); its buffer updates are
+                    // undone after the backward (the graph holds the buffers, so not before).
+                    restore_buffers = Some(snapshot(&self.vars.buffers));
                     let noise = self.noise(spec, micro);
                     tch::manual_seed(forward_seed(self.config.seed, self.step, micro, 0));
                     let noised = model.forward(batch, true, Some(&noise));
                     c.fwd += 1;
-                    copy_into(&mut self.vars.buffers, &buffers);
                     tr.divergence.compute(&noised, &logits, mask.as_ref())
                 }
                 _ => tr.divergence.compute(target_cache.as_ref().expect("target output"), &logits, mask.as_ref()),
@@ -370,6 +371,9 @@ impl StepDriver {
         }
         (objective * weight).backward();
         c.bwd += 1;
+        if let Some(b) = restore_buffers {
+            copy_into(&mut self.vars.buffers, &b);
+        }
         Ok(PassOut { loss: task.double_value(&[]), logits: logits.detach(), divergence })
     }
 
