@@ -21,25 +21,68 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Ascent {
-    Sam { rho: f64 },
-    Asam { rho: f64, eta: f64 },
-    Fisher { gamma: f64, eta: f64 },
+    Sam {
+        rho: f64,
+    },
+    Asam {
+        rho: f64,
+        eta: f64,
+    },
+    Fisher {
+        gamma: f64,
+        eta: f64,
+    },
     /// Radius d each step, optionally capped at `max_radius` (the bound d ≤ ρ of §3).
-    Tram { eta: f64, max_radius: Option<f64> },
+    Tram {
+        eta: f64,
+        max_radius: Option<f64>,
+    },
 }
 
-/// The outcome of an ascent rule.
+/// The outcome of an ascent rule: ε = `coef` · `direction` (the scaled gradient a ⊙ g), kept factored so that
+/// applying it needs no extra tensor per parameter.
 #[derive(Debug)]
 pub struct Perturbation {
-    /// ε per parameter; `None` where the parameter has no gradient.
-    pub eps: Vec<Option<Tensor>>,
+    /// a ⊙ g per parameter; `None` where the parameter has no gradient.
+    pub direction: Vec<Option<Tensor>>,
+    /// r / N, a scalar tensor.
+    pub coef: Tensor,
     /// The radius r used (a scalar tensor).
     pub radius: Tensor,
-    /// ‖g‖₂ over all parameters with a gradient.
+    /// ‖g‖₂ over all parameters with a gradient (a scalar tensor).
     pub grad_norm: Tensor,
+    /// ‖ε‖₂ (a scalar tensor).
+    pub eps_norm: Tensor,
+}
+
+impl Perturbation {
+    /// ε per parameter, materialised.
+    pub fn eps(&self) -> Vec<Option<Tensor>> {
+        tch::no_grad(|| self.direction.iter().map(|d| d.as_ref().map(|d| d * &self.coef)).collect())
+    }
+
+    /// θ ← θ + ε, in place.
+    pub fn apply(&self, params: &mut [Tensor]) {
+        tch::no_grad(|| {
+            for (p, d) in params.iter_mut().zip(&self.direction) {
+                if let Some(d) = d {
+                    let _ = p.addcmul_(d, &self.coef);
+                }
+            }
+        })
+    }
 }
 
 const TINY: f64 = 1e-12;
+
+/// ‖(t_1, …, t_n)‖₂ as a scalar tensor, without a host round trip.
+pub(crate) fn global_norm<'a>(ts: impl Iterator<Item = &'a Tensor>, like: &Tensor) -> Tensor {
+    let norms: Vec<Tensor> = ts.map(|t| t.norm().to_kind(like.kind())).collect();
+    if norms.is_empty() {
+        return like.zeros_like();
+    }
+    Tensor::stack(&norms, 0).norm()
+}
 
 impl Ascent {
     /// The fixed radius of the rule, if it has one (TRAM's comes from d).
@@ -55,50 +98,51 @@ impl Ascent {
     /// ignored by the other rules.
     pub fn perturbation(&self, params: &[Tensor], grads: &[Option<Tensor>], radius: Option<&Tensor>) -> Perturbation {
         tch::no_grad(|| {
-            let kind = params.first().map(Tensor::kind).unwrap_or(Kind::Float);
-            let device = params.first().map(Tensor::device).unwrap_or(tch::Device::Cpu);
-            let scalar = |v: f64| Tensor::from(v).to_kind(kind).to_device(device);
+            let like = Tensor::zeros([], (params[0].kind(), params[0].device()));
             let radius = match (self, radius) {
                 (Ascent::Tram { max_radius, .. }, Some(d)) => {
-                    let d = d.detach().to_kind(kind).to_device(device);
+                    let d = d.detach().to_kind(like.kind()).to_device(like.device());
                     match max_radius {
                         Some(cap) => d.clamp_max(*cap),
                         None => d,
                     }
                 }
                 (Ascent::Tram { .. }, None) => panic!("the TRAM ascent rule needs the divergence as its radius"),
-                _ => scalar(self.fixed_radius().expect("fixed radius")),
+                _ => like.fill(self.fixed_radius().expect("fixed radius")),
             };
-            // a ⊙ g per parameter, and the terms whose sum is N².
-            let mut scaled = Vec::with_capacity(params.len());
-            let mut norm_sq = scalar(0.0);
-            let mut grad_sq = scalar(0.0);
+            let grad_norm = global_norm(grads.iter().flatten(), &like);
+            // a ⊙ g per parameter, and the per-parameter terms of N (N² = Σ terms² for SAM/ASAM, Σ terms for Fisher).
+            let mut direction = Vec::with_capacity(params.len());
+            let mut n_terms = Vec::new();
             for (p, g) in params.iter().zip(grads) {
                 let Some(g) = g else {
-                    scaled.push(None);
+                    direction.push(None);
                     continue;
                 };
-                grad_sq += g.square().sum(kind);
-                let (ag, n2) = match *self {
-                    Ascent::Sam { .. } => (g.shallow_clone(), g.square().sum(kind)),
+                let ag = match *self {
+                    Ascent::Sam { .. } => g.shallow_clone(),
                     Ascent::Asam { eta, .. } | Ascent::Tram { eta, .. } => {
                         let t = p.abs() + eta;
                         let tg = &t * g;
-                        let n2 = tg.square().sum(kind);
-                        (t * tg, n2)
+                        n_terms.push(tg.norm());
+                        t * tg
                     }
                     Ascent::Fisher { eta, .. } => {
                         let g_over_f = g / (g.square() * eta + 1.0);
-                        let n2 = (&g_over_f * g).sum(kind);
-                        (g_over_f, n2)
+                        n_terms.push((&g_over_f * g).sum(g.kind()));
+                        g_over_f
                     }
                 };
-                norm_sq += n2;
-                scaled.push(Some(ag));
+                direction.push(Some(ag));
             }
-            let coef = &radius / (norm_sq.sqrt() + TINY);
-            let eps = scaled.into_iter().map(|s| s.map(|s| s * &coef)).collect();
-            Perturbation { eps, radius, grad_norm: grad_sq.sqrt() }
+            let n = match *self {
+                Ascent::Sam { .. } => grad_norm.shallow_clone(),
+                Ascent::Asam { .. } | Ascent::Tram { .. } => global_norm(n_terms.iter(), &like),
+                Ascent::Fisher { .. } => Tensor::stack(&n_terms, 0).sum(like.kind()).sqrt(),
+            };
+            let coef = &radius / (n + TINY);
+            let eps_norm = global_norm(direction.iter().flatten(), &like) * &coef;
+            Perturbation { direction, coef, radius, grad_norm, eps_norm }
         })
     }
 
@@ -154,9 +198,9 @@ mod tests {
         for rule in rules() {
             let out = rule.perturbation(&p, &g, Some(&d));
             let r = out.radius.double_value(&[]);
-            let n = rule.rule_norm(&p, &g, &out.eps);
+            let n = rule.rule_norm(&p, &g, &out.eps());
             assert!((n - r).abs() < 1e-10 * r.max(1.0), "{rule:?}: norm {n} radius {r}");
-            assert!(out.eps[2].is_none(), "a parameter without gradient gets no ε");
+            assert!(out.eps()[2].is_none(), "a parameter without gradient gets no ε");
         }
     }
 
@@ -168,7 +212,7 @@ mod tests {
         for rule in rules() {
             let a = rule.perturbation(&p, &g, Some(&d));
             let b = rule.perturbation(&p, &neg, Some(&d));
-            for (x, y) in a.eps.iter().zip(&b.eps) {
+            for (x, y) in a.eps().iter().zip(&b.eps()) {
                 if let (Some(x), Some(y)) = (x, y) {
                     assert!(x.allclose(&(-y), 0.0, 1e-15, false), "{rule:?}");
                 }
@@ -182,7 +226,7 @@ mod tests {
         let d = 0.123;
         let tram = Ascent::Tram { eta: 0.01, max_radius: None }.perturbation(&p, &g, Some(&Tensor::from(d)));
         let asam = Ascent::Asam { rho: d, eta: 0.01 }.perturbation(&p, &g, None);
-        for (x, y) in tram.eps.iter().zip(&asam.eps) {
+        for (x, y) in tram.eps().iter().zip(&asam.eps()) {
             if let (Some(x), Some(y)) = (x, y) {
                 assert!(x.equal(y));
             }
@@ -197,7 +241,7 @@ mod tests {
         // The released code's ε = d θ²/‖θ g‖ ignores g's direction; Eq. 7 does not.
         let (p, g) = setup();
         let out = Ascent::Tram { eta: 0.0, max_radius: None }.perturbation(&p, &g, Some(&Tensor::from(1.0f64)));
-        let ratio = out.eps[0].as_ref().unwrap() / (p[0].square() * g[0].as_ref().unwrap());
+        let ratio = out.eps()[0].as_ref().unwrap() / (p[0].square() * g[0].as_ref().unwrap());
         let r = ratio.flatten(0, -1);
         assert!(r.allclose(&r.mean(Kind::Double).expand_as(&r), 1e-9, 1e-12, false));
     }
@@ -207,7 +251,7 @@ mod tests {
         let (p, g) = setup();
         let f = Ascent::Fisher { gamma: 0.05, eta: 0.0 }.perturbation(&p, &g, None);
         let s = Ascent::Sam { rho: 0.05 }.perturbation(&p, &g, None);
-        for (x, y) in f.eps.iter().zip(&s.eps) {
+        for (x, y) in f.eps().iter().zip(&s.eps()) {
             if let (Some(x), Some(y)) = (x, y) {
                 assert!(x.allclose(y, 0.0, 1e-15, false));
             }
@@ -220,7 +264,8 @@ mod tests {
         let g: Vec<Option<Tensor>> = p.iter().map(|p| Some(p.zeros_like())).collect();
         for rule in rules() {
             let out = rule.perturbation(&p, &g, Some(&Tensor::from(0.3f64)));
-            assert_eq!(l2_norm(&out.eps), 0.0);
+            assert_eq!(l2_norm(&out.eps()), 0.0);
+            assert_eq!(out.eps_norm.double_value(&[]), 0.0);
         }
     }
 }

@@ -151,6 +151,8 @@ impl BaseOptimizer {
         self.steps[i] += 1;
         let t = self.steps[i];
         let state = &mut self.state[i];
+        // In-place updates with 0-dim scalar tensors as factors avoid a temporary per operation.
+        let scalar = |v: f64| Tensor::from(v).to_kind(p.kind()).to_device(p.device());
         match self.config {
             BaseConfig::Sgd { momentum, dampening, nesterov, weight_decay } => {
                 let mut d_p = if weight_decay != 0.0 { g + &*p * weight_decay } else { g.shallow_clone() };
@@ -160,11 +162,11 @@ impl BaseOptimizer {
                     } else {
                         let buf = &mut state[0];
                         let _ = buf.g_mul_scalar_(momentum);
-                        let _ = buf.g_add_(&(&d_p * (1.0 - dampening)));
+                        let _ = buf.addcmul_(&d_p, &scalar(1.0 - dampening));
                     }
                     d_p = if nesterov { d_p + &state[0] * momentum } else { state[0].shallow_clone() };
                 }
-                let _ = p.g_add_(&(d_p * -lr));
+                let _ = p.addcmul_(&d_p, &scalar(-lr));
             }
             BaseConfig::Adam { beta1, beta2, eps, weight_decay }
             | BaseConfig::AdamW { beta1, beta2, eps, weight_decay } => {
@@ -183,15 +185,20 @@ impl BaseOptimizer {
                 }
                 let (m, v) = state.split_at_mut(1);
                 let (m, v) = (&mut m[0], &mut v[0]);
-                // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-                let _ = m.g_mul_scalar_(beta1);
-                let _ = m.g_add_(&(&grad * (1.0 - beta1)));
+                // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                let _ = m.lerp_(&grad, 1.0 - beta1);
                 let _ = v.g_mul_scalar_(beta2);
-                let _ = v.g_add_(&(&grad * &grad * (1.0 - beta2)));
+                let _ = v.addcmul_(&grad, &(&grad * (1.0 - beta2)));
                 let bc1 = 1.0 - beta1.powi(t as i32);
                 let bc2 = 1.0 - beta2.powi(t as i32);
-                let denom = v.sqrt() / bc2.sqrt() + eps;
-                let _ = p.g_add_(&(&*m / denom * (-lr / bc1)));
+                // p -= lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps)
+                let mut denom = v.sqrt();
+                let _ = denom.g_mul_scalar_(1.0 / bc2.sqrt());
+                let _ = denom.g_add_scalar_(eps);
+                let _ = denom.g_mul_scalar_(-bc1 / lr);
+                if lr != 0.0 {
+                    let _ = p.addcdiv_(m, &denom);
+                }
             }
         }
     }

@@ -105,7 +105,8 @@ impl StepDriver {
         if vars.param_names != manifest.param_names || vars.buffer_names != manifest.buffer_names {
             return Err(ckpt_err(dir, "the model's variables differ from the checkpoint's (names or trainability)"));
         }
-        let mut take = |key: String| tensors.remove(&key).ok_or_else(|| ckpt_err(dir, format!("missing tensor `{key}`")));
+        let mut take =
+            |key: String| tensors.remove(&key).ok_or_else(|| ckpt_err(dir, format!("missing tensor `{key}`")));
         let check_shape = |key: &str, dst: &Tensor, src: &Tensor| {
             if dst.size() != src.size() {
                 Err(ckpt_err(dir, format!("tensor `{key}` has shape {:?}, the model has {:?}", src.size(), dst.size())))

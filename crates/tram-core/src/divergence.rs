@@ -101,10 +101,12 @@ impl Divergence {
 }
 
 /// KL(P || Q) per row from logits p, q.
+/// KL(P || Q) per row from logits p, q; clamped at 0, which rounding can undercut by a few ulps (a negative
+/// radius would turn TRAM's ascent into a descent).
 fn kl_rows(p: &Tensor, q: &Tensor) -> Tensor {
     let lp = p.log_softmax(-1, None);
     let lq = q.log_softmax(-1, None);
-    (lp.exp() * (&lp - lq)).sum_dim_intlist(-1, false, None)
+    (lp.exp() * (&lp - lq)).sum_dim_intlist(-1, false, None).clamp_min(0.0)
 }
 
 fn mmd_imq(x: &Tensor, y: &Tensor) -> Tensor {
@@ -167,14 +169,21 @@ mod tests {
         let (a, b) = (0.7f64, -1.3f64);
         let (p, q) = (1.0 / (1.0 + (-a).exp()), 1.0 / (1.0 + (-b).exp()));
         let expect = p * (p / q).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q)).ln();
-        let d = Divergence::new(DivergenceKind::KlForward).compute(&t(&[0.0, a], &[1, 2]), &t(&[0.0, b], &[1, 2]), None);
+        let d =
+            Divergence::new(DivergenceKind::KlForward).compute(&t(&[0.0, a], &[1, 2]), &t(&[0.0, b], &[1, 2]), None);
         close(d.double_value(&[]), expect, 1e-12);
     }
 
     #[test]
     fn identical_outputs_have_zero_divergence() {
         let x = Tensor::randn([5, 7], (Kind::Double, tch::Device::Cpu));
-        for k in [DivergenceKind::KlForward, DivergenceKind::KlReverse, DivergenceKind::KlSymmetric, DivergenceKind::L2, DivergenceKind::Mmd] {
+        for k in [
+            DivergenceKind::KlForward,
+            DivergenceKind::KlReverse,
+            DivergenceKind::KlSymmetric,
+            DivergenceKind::L2,
+            DivergenceKind::Mmd,
+        ] {
             close(Divergence::new(k).compute(&x, &x, None).double_value(&[]), 0.0, 1e-12);
         }
     }
@@ -185,7 +194,11 @@ mod tests {
         let current = Tensor::randn([2, 3, 5], (Kind::Double, tch::Device::Cpu));
         let div = Divergence::new(DivergenceKind::KlForward);
         let per_token = kl_rows(&target.reshape([6, 5]), &current.reshape([6, 5]));
-        close(div.compute(&target, &current, None).double_value(&[]), per_token.mean(Kind::Double).double_value(&[]), 1e-12);
+        close(
+            div.compute(&target, &current, None).double_value(&[]),
+            per_token.mean(Kind::Double).double_value(&[]),
+            1e-12,
+        );
         let mask = t(&[1.0, 1.0, 0.0, 1.0, 0.0, 0.0], &[2, 3]);
         let keep: f64 = [0usize, 1, 3].iter().map(|&i| per_token.double_value(&[i as i64])).sum::<f64>() / 3.0;
         close(div.compute(&target, &current, Some(&mask)).double_value(&[]), keep, 1e-12);

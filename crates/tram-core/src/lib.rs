@@ -40,4 +40,4 @@ pub use method::{Method, MethodConfig, MethodName, Role, Target, TrustRegion};
 pub use model::Model;
 pub use noise::{InputNoise, NoiseKind, NoiseSpec};
 pub use schedule::{Decay, LrSchedule};
-pub use step::{forward_seed, OptimizerConfig, StepDriver, StepReport};
+pub use step::{forward_seed, OptimizerConfig, StepDriver, StepReport, StepTiming};

@@ -104,10 +104,14 @@ impl MethodName {
     }
 
     pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL.iter().copied().find(|m| m.as_str() == s || (s.contains('+') && m.as_str() == s.replace('+', "-"))).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(MethodName::as_str).collect();
-            config_err(format!("unknown method `{s}`; expected one of: {}", names.join(", ")))
-        })
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|m| m.as_str() == s || (s.contains('+') && m.as_str() == s.replace('+', "-")))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(MethodName::as_str).collect();
+                config_err(format!("unknown method `{s}`; expected one of: {}", names.join(", ")))
+            })
     }
 
     /// Forward and backward passes per step as the paper states them (Tables 1–2); `None` where it states none.
@@ -334,7 +338,8 @@ impl MethodConfig {
             None => None,
         };
         let eta = |default| nonneg("eta", self.eta, default);
-        let asam = || -> Result<Ascent> { Ok(Ascent::Asam { rho: nonneg("rho", self.rho, ASAM_RHO)?, eta: eta(ASAM_ETA)? }) };
+        let asam =
+            || -> Result<Ascent> { Ok(Ascent::Asam { rho: nonneg("rho", self.rho, ASAM_RHO)?, eta: eta(ASAM_ETA)? }) };
         let tram = || -> Result<Ascent> { Ok(Ascent::Tram { eta: eta(ASAM_ETA)?, max_radius }) };
         let radius = |target| -> Result<Option<TrustRegion>> {
             Ok(Some(TrustRegion { target, divergence: divergence(DivergenceKind::KlForward)?, role: Role::Radius }))
@@ -352,7 +357,11 @@ impl MethodConfig {
             Base => (None, None, None),
             Sam => (Some(Ascent::Sam { rho: nonneg("rho", self.rho, SAM_RHO)? }), None, None),
             Asam => (Some(asam()?), None, None),
-            Fsam => (Some(Ascent::Fisher { gamma: nonneg("gamma", self.gamma, FSAM_GAMMA)?, eta: eta(FSAM_ETA)? }), None, None),
+            Fsam => (
+                Some(Ascent::Fisher { gamma: nonneg("gamma", self.gamma, FSAM_GAMMA)?, eta: eta(FSAM_ETA)? }),
+                None,
+                None,
+            ),
             TramPrev => (Some(tram()?), radius(Target::PreviousStep)?, None),
             TramPretrained => (Some(tram()?), radius(Target::Pretrained)?, None),
             TramEma => (Some(tram()?), radius(Target::Ema { decay: decay()? })?, None),
@@ -380,7 +389,9 @@ impl Method {
             Target::PreviousStep => "θ_{t−1}".to_string(),
             Target::Pretrained => "θ_0".to_string(),
             Target::Ema { decay } => format!("EMA(θ, {decay})"),
-            Target::InputNoise(n) => format!("x+z, z~{}(σ={})", if n.kind == NoiseKind::Gaussian { "N" } else { "U" }, n.sigma),
+            Target::InputNoise(n) => {
+                format!("x+z, z~{}(σ={})", if n.kind == NoiseKind::Gaussian { "N" } else { "U" }, n.sigma)
+            }
         };
         let measure = match (&self.trust_region, &self.ascent_noise) {
             (Some(tr), _) => {
@@ -404,7 +415,9 @@ impl Method {
             (None, _) => ("—".to_string(), "—".to_string()),
             (Some(Ascent::Sam { rho }), _) => ("ρ·g/‖g‖".to_string(), format!("ρ-ball, ρ={rho}")),
             (Some(Ascent::Asam { rho, eta }), _) => ("Eq. 2 (ASAM)".to_string(), format!("ρ-ball, ρ={rho}, η={eta}")),
-            (Some(Ascent::Fisher { gamma, eta }), _) => ("Eq. 8 (Fisher)".to_string(), format!("F̂-ellipse, γ={gamma}, η={eta}")),
+            (Some(Ascent::Fisher { gamma, eta }), _) => {
+                ("Eq. 8 (Fisher)".to_string(), format!("F̂-ellipse, γ={gamma}, η={eta}"))
+            }
             (Some(Ascent::Tram { .. }), _) => ("Eq. 7 (TRAM)".to_string(), "d-ball".to_string()),
         };
         (measure, rule, domain)
@@ -468,8 +481,10 @@ mod tests {
 
     #[test]
     fn overrides_apply() {
-        let cfg: MethodConfig =
-            toml::from_str("name = \"tram-x\"\nsigma = 0.02\nnoise = \"uniform\"\ndivergence = \"kl-symmetric\"\nmax_radius = 0.5").unwrap();
+        let cfg: MethodConfig = toml::from_str(
+            "name = \"tram-x\"\nsigma = 0.02\nnoise = \"uniform\"\ndivergence = \"kl-symmetric\"\nmax_radius = 0.5",
+        )
+        .unwrap();
         let m = cfg.build().unwrap();
         let tr = m.trust_region.unwrap();
         assert_eq!(tr.target, Target::InputNoise(NoiseSpec { sigma: 0.02, kind: NoiseKind::Uniform }));

@@ -10,10 +10,13 @@
 //! Randomness is seeded per step and micro-batch (see [`forward_seed`]), so dropout masks agree between the
 //! passes of a step, resumed runs repeat bit for bit, and a reference implementation can reproduce the noise.
 
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::ascent::l2_norm;
+use crate::ascent::global_norm;
 use crate::base::{tensor_bytes, BaseConfig, BaseOptimizer};
 use crate::error::{config_err, Error, Result};
 use crate::method::{Method, MethodConfig, Role, Target, TrustRegion};
@@ -99,6 +102,30 @@ pub struct StepDriver {
     step: u64,
     consecutive_skips: u32,
     skipped_total: u64,
+    /// Time spent inside the model's forward, loss and backward during the current step.
+    model_time: Cell<Duration>,
+    last_timing: StepTiming,
+}
+
+/// Where the time of the last step went (wall clock; on CUDA, kernels run asynchronously, so synchronise
+/// before reading it if you need exact figures).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTiming {
+    pub total: Duration,
+    /// Inside the model's forward, loss and backward calls.
+    pub model: Duration,
+}
+
+impl StepTiming {
+    /// The optimizer's own work (ascent, copies, restore, descent, target update) as a share of the step.
+    pub fn optimizer_share(&self) -> f64 {
+        let total = self.total.as_secs_f64();
+        if total > 0.0 {
+            (total - self.model.as_secs_f64()).max(0.0) / total
+        } else {
+            0.0
+        }
+    }
 }
 
 struct Counters {
@@ -126,7 +153,19 @@ impl StepDriver {
             Some(TrustRegion { target, .. }) if target.holds_parameters() => Some(snapshot(&vars.params)),
             _ => None,
         };
-        Ok(Self { config, method, vars, base, saved, target, step: 0, consecutive_skips: 0, skipped_total: 0 })
+        Ok(Self {
+            config,
+            method,
+            vars,
+            base,
+            saved,
+            target,
+            step: 0,
+            consecutive_skips: 0,
+            skipped_total: 0,
+            model_time: Cell::new(Duration::ZERO),
+            last_timing: StepTiming::default(),
+        })
     }
 
     pub fn config(&self) -> &OptimizerConfig {
@@ -157,8 +196,28 @@ impl StepDriver {
         self.vars.param_bytes()
     }
 
+    /// Timing of the last step.
+    pub fn last_timing(&self) -> StepTiming {
+        self.last_timing
+    }
+
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        self.model_time.set(self.model_time.get() + start.elapsed());
+        out
+    }
+
     /// One training step over `micro_batches` (gradient accumulation when there are several).
     pub fn step<M: Model>(&mut self, model: &M, micro_batches: &[M::Batch]) -> Result<StepReport> {
+        let start = Instant::now();
+        self.model_time.set(Duration::ZERO);
+        let out = self.step_inner(model, micro_batches);
+        self.last_timing = StepTiming { total: start.elapsed(), model: self.model_time.get() };
+        out
+    }
+
+    fn step_inner<M: Model>(&mut self, model: &M, micro_batches: &[M::Batch]) -> Result<StepReport> {
         if micro_batches.is_empty() {
             return Err(config_err("a step needs at least one micro-batch"));
         }
@@ -175,8 +234,11 @@ impl StepDriver {
         self.zero_grad();
         let mut c = Counters { fwd: 0, bwd: 0 };
         let n = micro_batches.len();
-        let groups: Vec<Vec<usize>> =
-            if self.config.m_sharpness && self.method.ascent.is_some() { (0..n).map(|i| vec![i]).collect() } else { vec![(0..n).collect()] };
+        let groups: Vec<Vec<usize>> = if self.config.m_sharpness && self.method.ascent.is_some() {
+            (0..n).map(|i| vec![i]).collect()
+        } else {
+            vec![(0..n).collect()]
+        };
 
         let mut loss1 = 0.0f64;
         let mut loss2 = None;
@@ -198,7 +260,15 @@ impl StepDriver {
             let mut has_div = false;
             for &i in group {
                 let noise = self.method.ascent_noise.map(|spec| self.noise(spec, i));
-                let out = self.pass(model, &micro_batches[i], i, noise.as_ref(), pass1_weight(i), &mut target_cache[i], &mut c)?;
+                let out = self.pass(
+                    model,
+                    &micro_batches[i],
+                    i,
+                    noise.as_ref(),
+                    pass1_weight(i),
+                    &mut target_cache[i],
+                    &mut c,
+                )?;
                 loss1 += out.loss * sizes[i] / total;
                 if let Some(d) = out.divergence {
                     div1 += d * sizes[i] / group_total;
@@ -217,7 +287,8 @@ impl StepDriver {
             // ---- TRAM: radius d from the target ----
             let d = match self.method.trust_region {
                 Some(tr @ TrustRegion { role: Role::Radius, .. }) => {
-                    let d = self.radius_divergence(model, micro_batches, group, &logits1, tr, &sizes, group_total, &mut c);
+                    let d =
+                        self.radius_divergence(model, micro_batches, group, &logits1, tr, &sizes, group_total, &mut c);
                     div1 = d.double_value(&[]);
                     has_div = true;
                     copy_into(&mut self.vars.buffers, &mid_buffers);
@@ -231,21 +302,17 @@ impl StepDriver {
             // ---- ascent ----
             let grads = self.grads();
             let pert = rule.perturbation(&self.vars.params, &grads, d.as_ref());
-            grad_norm_sum += pert.grad_norm.double_value(&[]);
-            *radius_sum.get_or_insert(0.0) += pert.radius.double_value(&[]) / groups.len() as f64;
-            *eps_sum.get_or_insert(0.0) += l2_norm(&pert.eps) / groups.len() as f64;
-            tch::no_grad(|| {
-                for (p, e) in self.vars.params.iter_mut().zip(&pert.eps) {
-                    if let Some(e) = e {
-                        let _ = p.g_add_(e);
-                    }
-                }
-            });
+            let scalars = Vec::<f64>::try_from(Tensor::stack(&[&pert.grad_norm, &pert.radius, &pert.eps_norm], 0).to_kind(Kind::Double))?;
+            grad_norm_sum += scalars[0];
+            *radius_sum.get_or_insert(0.0) += scalars[1] / groups.len() as f64;
+            *eps_sum.get_or_insert(0.0) += scalars[2] / groups.len() as f64;
+            pert.apply(&mut self.vars.params);
             drop(pert);
             self.zero_grad();
             // ---- pass 2 at θ + ε ----
             for &i in group {
-                let out = self.pass(model, &micro_batches[i], i, None, sizes[i] / total, &mut target_cache[i], &mut c)?;
+                let out =
+                    self.pass(model, &micro_batches[i], i, None, sizes[i] / total, &mut target_cache[i], &mut c)?;
                 *loss2.get_or_insert(0.0) += out.loss * sizes[i] / total;
             }
             copy_into(&mut self.vars.params, &self.saved);
@@ -345,9 +412,9 @@ impl StepDriver {
             }
         }
         tch::manual_seed(forward_seed(self.config.seed, self.step, micro, 0));
-        let logits = model.forward(batch, true, noise);
+        let logits = self.timed(|| model.forward(batch, true, noise));
         c.fwd += 1;
-        let task = model.loss(&logits, batch);
+        let task = self.timed(|| model.loss(&logits, batch));
         let mut objective = task.shallow_clone();
         let mut divergence = None;
         let mut restore_buffers = None;
@@ -360,7 +427,7 @@ impl StepDriver {
                     restore_buffers = Some(snapshot(&self.vars.buffers));
                     let noise = self.noise(spec, micro);
                     tch::manual_seed(forward_seed(self.config.seed, self.step, micro, 0));
-                    let noised = model.forward(batch, true, Some(&noise));
+                    let noised = self.timed(|| model.forward(batch, true, Some(&noise)));
                     c.fwd += 1;
                     tr.divergence.compute(&noised, &logits, mask.as_ref())
                 }
@@ -369,7 +436,7 @@ impl StepDriver {
             divergence = Some(d.double_value(&[]));
             objective = objective + d * lambda;
         }
-        (objective * weight).backward();
+        self.timed(|| (objective * weight).backward());
         c.bwd += 1;
         if let Some(b) = restore_buffers {
             copy_into(&mut self.vars.buffers, &b);
@@ -397,7 +464,7 @@ impl StepDriver {
                     let noise = self.noise(spec, i);
                     tch::manual_seed(forward_seed(self.config.seed, self.step, i, 0));
                     c.fwd += 1;
-                    tch::no_grad(|| model.forward(&batches[i], true, Some(&noise)))
+                    self.timed(|| tch::no_grad(|| model.forward(&batches[i], true, Some(&noise))))
                 })
                 .collect(),
             _ => {
@@ -417,28 +484,46 @@ impl StepDriver {
         d.expect("a group has at least one micro-batch").detach()
     }
 
-    fn target_forward<M: Model>(&mut self, model: &M, batches: &[M::Batch], micros: &[usize], c: &mut Counters) -> Vec<Tensor> {
+    fn target_forward<M: Model>(
+        &mut self,
+        model: &M,
+        batches: &[M::Batch],
+        micros: &[usize],
+        c: &mut Counters,
+    ) -> Vec<Tensor> {
         let refs: Vec<&M::Batch> = batches.iter().collect();
         self.target_forward_refs(model, &refs, micros, c)
     }
 
     /// Outputs of the parameter target (θ_{t−1}, θ_0 or the EMA) on `batches`, without gradient, in train
     /// mode with the same seeds as pass 1. θ is swapped out and back by copy; buffers are left unchanged.
-    fn target_forward_refs<M: Model>(&mut self, model: &M, batches: &[&M::Batch], micros: &[usize], c: &mut Counters) -> Vec<Tensor> {
-        // Invariant: the parameters equal `saved` (θ of this step) whenever a target forward runs.
+    fn target_forward_refs<M: Model>(
+        &mut self,
+        model: &M,
+        batches: &[&M::Batch],
+        micros: &[usize],
+        c: &mut Counters,
+    ) -> Vec<Tensor> {
+        // The swap re-points each parameter at the target's storage and back (as `p.data = t` in PyTorch):
+        // no copy, and the parameters' own storage is never written.
         let target = self.target.as_ref().expect("parameter target");
         let buffers = snapshot(&self.vars.buffers);
-        copy_into(&mut self.vars.params, target);
+        let own: Vec<Tensor> = self.vars.params.iter().map(Tensor::detach).collect();
+        for (p, t) in self.vars.params.iter_mut().zip(target) {
+            p.set_data(t);
+        }
         let outs = batches
             .iter()
             .zip(micros)
             .map(|(b, &i)| {
                 tch::manual_seed(forward_seed(self.config.seed, self.step, i, 0));
                 c.fwd += 1;
-                tch::no_grad(|| model.forward(b, true, None))
+                self.timed(|| tch::no_grad(|| model.forward(b, true, None)))
             })
             .collect();
-        copy_into(&mut self.vars.params, &self.saved);
+        for (p, o) in self.vars.params.iter_mut().zip(&own) {
+            p.set_data(o);
+        }
         copy_into(&mut self.vars.buffers, &buffers);
         outs
     }
@@ -506,5 +591,6 @@ struct PassOut {
 }
 
 fn grad_norm(grads: &[Option<Tensor>]) -> f64 {
-    tch::no_grad(|| grads.iter().flatten().map(|g| g.square().sum(Kind::Double).double_value(&[])).sum::<f64>().sqrt())
+    let Some(first) = grads.iter().flatten().next() else { return 0.0 };
+    tch::no_grad(|| global_norm(grads.iter().flatten(), &Tensor::zeros([], (Kind::Double, first.device()))).double_value(&[]))
 }

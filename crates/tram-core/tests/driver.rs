@@ -6,7 +6,6 @@ use common::*;
 use tch::Kind;
 use tram_core::*;
 
-
 fn run(model: &Mlp, cfg: OptimizerConfig, data: &[Batch]) -> Vec<StepReport> {
     let mut d = StepDriver::new(model, cfg).unwrap();
     data.iter().map(|b| d.step(model, std::slice::from_ref(b)).unwrap()).collect()
@@ -68,7 +67,11 @@ fn restore_is_bit_exact_and_buffers_end_as_pass_one_left_them() {
         let start = m.state();
         let reference = Mlp::clone_of(&m);
         let r = run(&m, config(name, 0.0), &data).remove(0);
-        let noise = |spec: NoiseSpec| InputNoise { spec, seed: forward_seed(0, 0, 0, 1), resume_seed: forward_seed(0, 0, 0, 0) };
+        let noise = |spec: NoiseSpec| InputNoise {
+            spec,
+            seed: forward_seed(0, 0, 0, 1),
+            resume_seed: forward_seed(0, 0, 0, 0),
+        };
         tch::manual_seed(forward_seed(0, 0, 0, 0));
         let method = MethodConfig::new(name).build().unwrap();
         let _ = tch::no_grad(|| reference.forward(&data[0], true, method.ascent_noise.map(noise).as_ref()));
@@ -82,7 +85,9 @@ fn restore_is_bit_exact_and_buffers_end_as_pass_one_left_them() {
             }
         }
         // Parameter targets equal θ at step 0, so TRAM's first radius is 0 for them.
-        if method.ascent.is_some() && ![MethodName::TramPrev, MethodName::TramPretrained, MethodName::TramEma].contains(&name) {
+        if method.ascent.is_some()
+            && ![MethodName::TramPrev, MethodName::TramPretrained, MethodName::TramEma].contains(&name)
+        {
             assert!(r.eps_norm.unwrap() > 0.0, "{name}: the ascent must have moved θ");
         }
     }
@@ -104,7 +109,10 @@ fn frozen_and_gradient_free_parameters_are_untouched() {
         run(&m, cfg, &data);
         assert!(frozen.equal(&w0), "{name}: frozen weight moved");
         assert!(m.unused.equal(&u0), "{name}: a parameter without gradient moved");
-        assert!(!m.vs.variables()["fc2.weight"].equal(&Mlp::new(7, 0.2).vs.variables()["fc2.weight"]), "{name}: nothing trained");
+        assert!(
+            !m.vs.variables()["fc2.weight"].equal(&Mlp::new(7, 0.2).vs.variables()["fc2.weight"]),
+            "{name}: nothing trained"
+        );
     }
 }
 
@@ -146,7 +154,14 @@ fn accumulation_equals_the_full_batch() {
         .iter()
         .map(|b| (0..2).map(|k| Batch { x: b.x.narrow(0, 4 * k, 4), y: b.y.narrow(0, 4 * k, 4) }).collect())
         .collect();
-    for name in [MethodName::Base, MethodName::Sam, MethodName::Fsam, MethodName::Trpo, MethodName::TramPrev, MethodName::AsamMesa] {
+    for name in [
+        MethodName::Base,
+        MethodName::Sam,
+        MethodName::Fsam,
+        MethodName::Trpo,
+        MethodName::TramPrev,
+        MethodName::AsamMesa,
+    ] {
         let (a, b) = (Mlp::without_bn(10), Mlp::without_bn(10));
         let ra = run(&a, config(name, 0.1), &full);
         let mut d = StepDriver::new(&b, config(name, 0.1)).unwrap();
@@ -192,7 +207,8 @@ fn clipping_applies_to_the_descent_only() {
     let data = batches(9, 1, 8);
     let m = Mlp::new(11, 0.0);
     let start = m.state();
-    let mut cfg = OptimizerConfig::new(MethodConfig::new(MethodName::Sam), BaseConfig::sgd(), LrSchedule::constant(0.5));
+    let mut cfg =
+        OptimizerConfig::new(MethodConfig::new(MethodName::Sam), BaseConfig::sgd(), LrSchedule::constant(0.5));
     cfg.clip_grad_norm = Some(1e-3);
     let r = run(&m, cfg, &data).remove(0);
     assert!((r.eps_norm.unwrap() - 0.05).abs() < 1e-12, "the ascent is not clipped");
@@ -215,7 +231,11 @@ fn the_schedule_drives_the_base_optimizer() {
     let _serial = serial();
     let data = batches(10, 4, 8);
     let m = Mlp::new(12, 0.0);
-    let cfg = OptimizerConfig::new(MethodConfig::new(MethodName::TramX), BaseConfig::sgd(), LrSchedule::cosine(0.2, 4).with_warmup(2));
+    let cfg = OptimizerConfig::new(
+        MethodConfig::new(MethodName::TramX),
+        BaseConfig::sgd(),
+        LrSchedule::cosine(0.2, 4).with_warmup(2),
+    );
     let lrs: Vec<f64> = run(&m, cfg.clone(), &data).iter().map(|r| r.lr).collect();
     assert_eq!(lrs, (0..4).map(|t| cfg.schedule.lr(t)).collect::<Vec<_>>());
     assert_eq!(lrs[0], 0.1);
@@ -277,8 +297,13 @@ fn resume_is_bit_exact() {
         let second = Mlp::new(99, 0.2); // different weights: everything must come from the checkpoint
         let mut d2 = StepDriver::resume(&second, &dir).unwrap();
         assert_eq!(d2.steps_done(), 3);
-        let resumed: Vec<StepReport> = data[3..].iter().map(|b| d2.step(&second, std::slice::from_ref(b)).unwrap()).collect();
-        assert!(bit_equal(&straight.state(), &second.state()), "{name}: max diff {}", max_abs_diff(&straight.state(), &second.state()));
+        let resumed: Vec<StepReport> =
+            data[3..].iter().map(|b| d2.step(&second, std::slice::from_ref(b)).unwrap()).collect();
+        assert!(
+            bit_equal(&straight.state(), &second.state()),
+            "{name}: max diff {}",
+            max_abs_diff(&straight.state(), &second.state())
+        );
         assert_eq!(&reports[3..], &resumed[..], "{name}: reports differ after resume");
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -319,7 +344,10 @@ fn regulariser_divergences_are_reported_and_positive() {
     for name in [MethodName::R3f, MethodName::Mesa, MethodName::TramX, MethodName::TramPretrained] {
         let m = Mlp::new(17, 0.2);
         let r = run(&m, config(name, 0.1), &data);
-            assert!(r.iter().all(|r| r.divergence.unwrap() > 0.0 || ([MethodName::TramPretrained, MethodName::Mesa].contains(&name) && r.step == 0)), "{name}: {r:?}");
+        assert!(
+            r.iter().all(|r| r.divergence.unwrap() > 0.0
+                || ([MethodName::TramPretrained, MethodName::Mesa].contains(&name) && r.step == 0)),
+            "{name}: {r:?}"
+        );
     }
 }
-

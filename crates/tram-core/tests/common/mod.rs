@@ -58,7 +58,8 @@ impl Mlp {
     }
 
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
+        let mut v: Vec<(String, Tensor)> =
+            self.vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }

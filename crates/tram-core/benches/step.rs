@@ -1,0 +1,146 @@
+//! Per-method step time on a small MLP and a small CNN (criterion), then a summary table measured in one
+//! interleaved run: each method's median step time as a ratio to the base optimizer and to SAM, and the share
+//! of the step spent in the optimizer's own work (everything outside the model's forward/loss/backward).
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+use tram_core::{BaseConfig, InputNoise, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig, StepDriver};
+
+struct Batch {
+    x: Tensor,
+    y: Tensor,
+}
+
+struct Net {
+    vs: nn::VarStore,
+    layers: nn::SequentialT,
+}
+
+impl Model for Net {
+    type Batch = Batch;
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+    fn forward(&self, b: &Batch, train: bool, noise: Option<&InputNoise>) -> Tensor {
+        let x = noise.map_or_else(|| b.x.shallow_clone(), |n| n.apply(&b.x));
+        self.layers.forward_t(&x, train)
+    }
+    fn loss(&self, logits: &Tensor, b: &Batch) -> Tensor {
+        logits.cross_entropy_for_logits(&b.y)
+    }
+    fn batch_size(&self, b: &Batch) -> usize {
+        b.x.size()[0] as usize
+    }
+}
+
+/// MLP 784-512-256-10, batch 128.
+fn mlp() -> (Net, Batch) {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let r = vs.root();
+    let layers = nn::seq_t()
+        .add(nn::linear(&r / "fc1", 784, 512, Default::default()))
+        .add_fn(|x| x.relu())
+        .add(nn::linear(&r / "fc2", 512, 256, Default::default()))
+        .add_fn(|x| x.relu())
+        .add(nn::linear(&r / "fc3", 256, 10, Default::default()));
+    let b = Batch { x: Tensor::randn([128, 784], (Kind::Float, Device::Cpu)), y: Tensor::randint(10, [128], (Kind::Int64, Device::Cpu)) };
+    (Net { vs, layers }, b)
+}
+
+/// CNN on 3×32×32: conv16-bn-relu-pool, conv32-bn-relu-pool, linear; batch 32.
+fn cnn() -> (Net, Batch) {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let r = vs.root();
+    let conv = |c| nn::ConvConfig { padding: 1, ..c };
+    let layers = nn::seq_t()
+        .add(nn::conv2d(&r / "c1", 3, 16, 3, conv(Default::default())))
+        .add(nn::batch_norm2d(&r / "bn1", 16, Default::default()))
+        .add_fn(|x| x.relu().max_pool2d_default(2))
+        .add(nn::conv2d(&r / "c2", 16, 32, 3, conv(Default::default())))
+        .add(nn::batch_norm2d(&r / "bn2", 32, Default::default()))
+        .add_fn(|x| x.relu().max_pool2d_default(2).flatten(1, -1))
+        .add(nn::linear(&r / "fc", 32 * 8 * 8, 10, Default::default()));
+    let b = Batch { x: Tensor::randn([32, 3, 32, 32], (Kind::Float, Device::Cpu)), y: Tensor::randint(10, [32], (Kind::Int64, Device::Cpu)) };
+    (Net { vs, layers }, b)
+}
+
+const METHODS: [MethodName; 12] = [
+    MethodName::Base,
+    MethodName::Sam,
+    MethodName::Asam,
+    MethodName::Fsam,
+    MethodName::TramPrev,
+    MethodName::TramPretrained,
+    MethodName::TramEma,
+    MethodName::TramX,
+    MethodName::TramFisher,
+    MethodName::Trpo,
+    MethodName::R3f,
+    MethodName::Mesa,
+];
+
+fn driver(net: &Net, m: MethodName) -> StepDriver {
+    let cfg = OptimizerConfig::new(MethodConfig::new(m), BaseConfig::sgd_momentum(0.9), LrSchedule::constant(1e-3));
+    StepDriver::new(net, cfg).unwrap()
+}
+
+fn bench_steps(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    for (name, (net, batch)) in [("mlp", mlp()), ("cnn", cnn())] {
+        let mut group = c.benchmark_group(format!("step/{name}"));
+        group.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
+        for m in METHODS {
+            let mut d = driver(&net, m);
+            group.bench_function(m.as_str(), |b| b.iter(|| d.step(&net, std::slice::from_ref(&batch)).unwrap()));
+        }
+        group.finish();
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Interleaved rounds (every method once per round), so machine noise hits all methods alike.
+fn summary(_: &mut Criterion) {
+    tch::set_num_threads(1);
+    let rounds = 60;
+    for (name, (net, batch)) in [("mlp", mlp()), ("cnn", cnn())] {
+        let mut drivers: Vec<StepDriver> = METHODS.iter().map(|&m| driver(&net, m)).collect();
+        let mut total = vec![Vec::new(); METHODS.len()];
+        let mut share = vec![Vec::new(); METHODS.len()];
+        for round in 0..rounds + 5 {
+            for (k, d) in drivers.iter_mut().enumerate() {
+                d.step(&net, std::slice::from_ref(&batch)).unwrap();
+                if round >= 5 {
+                    let t = d.last_timing();
+                    total[k].push(t.total.as_secs_f64());
+                    share[k].push(t.optimizer_share());
+                }
+            }
+        }
+        let med: Vec<f64> = total.iter_mut().map(|v| median(v)).collect();
+        let (base, sam) = (med[0], med[1]);
+        println!("\n{name}: median step time over {rounds} interleaved rounds (1 thread)");
+        println!("{:<16} {:>10} {:>8} {:>8} {:>10}", "method", "step ms", "/base", "/SAM", "opt share");
+        for (k, m) in METHODS.iter().enumerate() {
+            println!(
+                "{:<16} {:>10.3} {:>8.2} {:>8.2} {:>9.1}%",
+                m.as_str(),
+                med[k] * 1e3,
+                med[k] / base,
+                med[k] / sam,
+                100.0 * median(&mut share[k])
+            );
+        }
+    }
+}
+
+criterion_group!(benches, bench_steps, summary);
+criterion_main!(benches);
