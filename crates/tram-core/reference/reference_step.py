@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -229,7 +229,7 @@ class Trainer:
             self._load(self.params, self._param_target(which))
             out = self._forward(x, micro)
             self._load(self.params, theta)
-        self._restore_buffers( bufs)
+        self._restore_buffers(bufs)
         return out
 
     def _objective(self, x, y, micro, target_cache, noised_input=False):
@@ -244,7 +244,7 @@ class Trainer:
         if reg == "noise":
             bufs = self._copy(self.buffers)
             noised = self._forward(x, micro, noised=True)
-            self._restore_buffers( bufs)
+            self._restore_buffers(bufs)
             d = kl_symmetric(noised, logits)
         elif reg is not None:
             d = kl(target_cache[micro], logits)
@@ -313,7 +313,7 @@ class Trainer:
                     else:
                         target = self._target_logits(s.radius_target, x, i)
                     radius = radius + kl(target, logits1[i]) * sizes[i] / group_total
-                self._restore_buffers( after_pass1)
+                self._restore_buffers(after_pass1)
                 divergences.append(radius.item())
             elif d_reg is not None:
                 divergences.append(d_reg)
@@ -331,7 +331,7 @@ class Trainer:
                 _, _, _, objective = self._objective(x, y, i, target_cache)
                 (objective * (sizes[i] / total)).backward()
             self._load(self.params, theta_save)
-            self._restore_buffers( after_pass1)
+            self._restore_buffers(after_pass1)
             if len(groups) > 1:
                 g = [p.grad.detach().clone() for p in self.params]
                 accumulated = g if accumulated is None else [a + b for a, b in zip(accumulated, g)]
@@ -401,8 +401,9 @@ def main():
             f"[loss {sc['loss']:.6f} d {sc['divergence']:.3e} |eps| {sc['eps_norm']:.3e}]" for sc in scalars))
     os.makedirs(OUT, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in sorted(tensors.items())}
-    meta = {"generator": "crates/tram-core/reference/reference_step.py", "torch": torch.__version__,
-            "cases": ",".join(c.name for c in CASES)}
+    # One metadata key: the writer stores metadata in a hash map, so several keys would come out in random order.
+    meta = {"reference": json.dumps({"generator": "crates/tram-core/reference/reference_step.py", "torch": torch.__version__,
+                                     "cases": [c.name for c in CASES]}, sort_keys=True)}
     save_file(tensors, os.path.join(OUT, "reference.safetensors"), metadata=meta)
     with open(os.path.join(OUT, "reference.json"), "w") as f:
         json.dump({"torch": torch.__version__, "cases": summary}, f, indent=1, sort_keys=True)
