@@ -11,8 +11,11 @@
 //! - [`assets`]: where `bash tools/assets.sh` puts the offline weights and images.
 
 pub mod assets;
+pub mod data;
 pub mod efficientnet_lite;
 pub mod error;
+pub mod vit;
 mod weights;
 
 pub use error::{Error, Result};
+
