@@ -15,6 +15,7 @@ pub mod data;
 pub mod efficientnet_lite;
 pub mod error;
 pub mod vit;
+pub mod zero_shot;
 mod weights;
 
 pub use error::{Error, Result};
