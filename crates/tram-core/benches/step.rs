@@ -127,7 +127,32 @@ fn summary(_: &mut Criterion) {
         }
         let med: Vec<f64> = total.iter_mut().map(|v| median(v)).collect();
         let (base, sam) = (med[0], med[1]);
-        println!("\n{name}: median step time over {rounds} interleaved rounds (1 thread)");
+        // The model's own costs: a forward without gradient (what TRAM's target pass runs) and a forward with
+        // gradient plus its backward (what every other pass runs). They bound TRAM/SAM from below.
+        let time = |f: &mut dyn FnMut()| {
+            let mut v: Vec<f64> = (0..rounds)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            median(&mut v)
+        };
+        let fwd = time(&mut || {
+            let _ = tch::no_grad(|| net.forward(&batch, true, None));
+        });
+        let fwd_bwd = time(&mut || {
+            let out = net.forward(&batch, true, None);
+            net.loss(&out, &batch).backward();
+        });
+        println!(
+            "\n{name}: no-grad forward {:.3} ms, forward+backward {:.3} ms; pass-count bound TRAM/SAM = (2(F+B) + F)/(2(F+B)) = {:.2}",
+            fwd * 1e3,
+            fwd_bwd * 1e3,
+            (2.0 * fwd_bwd + fwd) / (2.0 * fwd_bwd)
+        );
+        println!("{name}: median step time over {rounds} interleaved rounds (1 thread)");
         println!("{:<16} {:>10} {:>8} {:>8} {:>10}", "method", "step ms", "/base", "/SAM", "opt share");
         for (k, m) in METHODS.iter().enumerate() {
             println!(
