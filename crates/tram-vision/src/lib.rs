@@ -13,6 +13,7 @@
 pub mod assets;
 pub mod data;
 pub mod efficientnet_lite;
+pub mod task;
 pub mod error;
 pub mod vit;
 pub mod zero_shot;
