@@ -20,6 +20,41 @@ setup:
 test: setup
     cargo test --workspace
 
+# Fetch the offline weights and images of the embedded experiments into the cache folder; idempotent.
+assets:
+    @bash tools/assets.sh
+
+# Build the `tram` runner (release).
+build: setup
+    cargo build --release -p tram-experiments
+
+# Paper Table 2 on the embedded task (offline, CPU): results/table2-embedded.csv. Pass e.g. `--profile quick`.
+reproduce-table2 *ARGS: setup assets build
+    ./target/release/tram run experiments/table2.toml {{ARGS}}
+
+# Paper Table 3 analogue (EfficientNet-Lite0 on emoji styles): results/table3-embedded.csv.
+reproduce-table3 *ARGS: setup assets build
+    ./target/release/tram run experiments/table3.toml {{ARGS}}
+
+# What this machine offers: libtorch, CUDA, assets.
+doctor: setup build
+    ./target/release/tram doctor
+
+# CI regression: the quick profiles, compared with committed expectations (tests/regression/).
+regress: regress-run
+    for t in table2 table3; do ./target/debug/tram check target/regress/$t-quick-long.csv tests/regression/$t-quick-long.csv; done
+
+# Accept the current quick-profile results as the new regression expectations (after a deliberate change).
+regress-update: regress-run
+    mkdir -p tests/regression
+    cp target/regress/table2-quick-long.csv target/regress/table3-quick-long.csv tests/regression/
+
+[private]
+regress-run: setup assets
+    cargo build -p tram-experiments
+    rm -rf target/regress
+    for t in table2 table3; do ./target/debug/tram run experiments/$t.toml --profile quick --results target/regress --device cpu; done
+
 # Per-method step time and optimizer overhead (criterion).
 bench: setup
     cargo bench -p tram-core --bench step
