@@ -17,7 +17,7 @@ setup:
     @bash tools/setup.sh
 
 # Run every test of the workspace.
-test: setup
+test: setup assets
     cargo test --workspace
 
 # Fetch the offline weights and images of the embedded experiments into the cache folder; idempotent.

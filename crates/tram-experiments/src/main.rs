@@ -4,6 +4,7 @@ mod atomic;
 mod compare;
 mod doctor;
 mod experiment;
+mod plot;
 mod runs;
 mod stats;
 mod sweep;
@@ -130,7 +131,16 @@ fn real_main() -> Result<()> {
                     let timings = sweep::measure_timing(&profile, &data, device, rounds)?;
                     tables::table2(&timings, &summaries, &profile.base, &paper)?
                 }
-                TableKind::Table3 => tables::table3(&profile.methods, &summaries, &profile.base, &paper)?,
+                TableKind::Table3 => {
+                    let labels: Vec<String> = profile.methods.iter().map(|m| tables::label(m, &profile.base)).collect();
+                    let names: Vec<&str> = profile.methods.iter().map(|m| m.name.as_str()).collect();
+                    let stem = results.join(&stem);
+                    let title = format!("{} ({profile_name}): top-1 accuracy, mean ± 95% CI over seeds", exp.file.name);
+                    if plot::accuracy_plot(&stem, &title, &plot::series(&labels, &names, &summaries))? {
+                        println!("wrote {} and {}", stem.with_extension("png").display(), stem.with_extension("svg").display());
+                    }
+                    tables::table3(&profile.methods, &summaries, &profile.base, &paper)?
+                }
             };
             let out = results.join(format!("{stem}.csv"));
             atomic::write_csv(&out, &mut table)?;

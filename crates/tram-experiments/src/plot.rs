@@ -1,0 +1,115 @@
+//! Table 3's plot: top-1 accuracy per method, in-domain and mean out-of-domain, each with its 95% confidence
+//! interval, as PNG and SVG. Text uses DejaVu Sans from the system (Debian's fonts-dejavu-core); without it the
+//! plot is skipped with a warning, the table is unaffected.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use crate::runs::Summary;
+use crate::stats::{ci95, mean};
+
+const FONT_PATHS: [&str; 2] = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];
+
+fn register() -> bool {
+    static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONCE.get_or_init(|| {
+        FONT_PATHS.iter().find_map(|p| std::fs::read(p).ok()).is_some_and(|bytes| {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+        })
+    })
+}
+
+/// (label, in-domain values, OOD-mean values) per method.
+pub type Series = Vec<(String, Vec<f64>, Vec<f64>)>;
+
+pub fn series(labels: &[String], methods: &[&str], summaries: &[Summary]) -> Series {
+    labels
+        .iter()
+        .zip(methods)
+        .map(|(l, m)| {
+            let runs: Vec<&Summary> = summaries.iter().filter(|s| s.method == *m).collect();
+            (l.clone(), runs.iter().map(|s| 100.0 * s.in_domain_acc).collect(), runs.iter().map(|s| 100.0 * s.ood_mean_acc).collect())
+        })
+        .collect()
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, title: &str, data: &Series) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let all: Vec<f64> = data.iter().flat_map(|(_, a, b)| a.iter().chain(b)).copied().collect();
+    let (lo, hi) = all.iter().fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+    let pad = ((hi - lo) * 0.25).max(1.0);
+    let n = data.len();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo - pad)..(hi + pad))
+        .map_err(|e| anyhow!("{e:?}"))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+                data[i as usize].0.clone()
+            } else {
+                String::new()
+            }
+        })
+        .x_label_style(("sans-serif", 13))
+        .y_desc("top-1 accuracy (%)")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    for (k, (name, color, shift)) in [("in-domain", BLUE, -0.12), ("OOD mean", RED, 0.12)].into_iter().enumerate() {
+        let pts: Vec<(f64, f64, f64)> = data
+            .iter()
+            .enumerate()
+            .map(|(i, (_, a, b))| {
+                let v = if k == 0 { a } else { b };
+                let ci = ci95(v);
+                (i as f64 + shift, mean(v), if ci.is_nan() { 0.0 } else { ci })
+            })
+            .collect();
+        for &(x, y, ci) in &pts {
+            chart.draw_series(LineSeries::new([(x, y - ci), (x, y + ci)], color.stroke_width(2))).map_err(|e| anyhow!("{e:?}"))?;
+        }
+        chart
+            .draw_series(pts.iter().map(|&(x, y, _)| Circle::new((x, y), 4, color.filled())))
+            .map_err(|e| anyhow!("{e:?}"))?
+            .label(name)
+            .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+/// Writes `<stem>.png` and `<stem>.svg`; returns false (after a warning) when no font is available.
+pub fn accuracy_plot(stem: &Path, title: &str, data: &Series) -> Result<bool> {
+    if !register() {
+        tracing::warn!("no DejaVu Sans font found ({}); skipping the plot", FONT_PATHS.join(", "));
+        return Ok(false);
+    }
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    draw(BitMapBackend::new(&png, (900, 560)).into_drawing_area(), title, data)?;
+    draw(SVGBackend::new(&svg, (900, 560)).into_drawing_area(), title, data)?;
+    Ok(true)
+}
