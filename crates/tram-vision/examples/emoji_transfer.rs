@@ -5,7 +5,7 @@
 //!
 //! Flags (defaults in brackets): --method [base] --base sgd|adam [sgd] --lr [0.05] --momentum [0.9] --epochs [3]
 //! --size [64] --batch [32] --max-batches [all] --style [google] --seed [0] --device auto|cpu|cuda:N [auto]
-//! --workers [1] --random (random initialisation instead of ImageNet weights) --eval-before --json FILE
+//! --workers [1] --bn-momentum [0.01] --random (random initialisation instead of ImageNet weights) --eval-before --json FILE
 
 use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
 use tram_vision::data::emoji::{self, EmojiConfig, Style};
@@ -47,9 +47,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(v) = get("--workers") {
         cfg.workers = v.parse()?;
     }
-    if has("--random") {
-        cfg.model = ModelSpec::EfficientNetLite0 { weights: None, pretrained: false };
-    }
+    let bn_momentum = get("--bn-momentum").map(|s| s.parse()).transpose()?;
+    cfg.model = ModelSpec::EfficientNetLite0 { weights: None, pretrained: !has("--random"), bn_momentum };
     cfg.eval_before_training = has("--eval-before");
     let style = Style::parse(&get("--style").unwrap_or_else(|| "google".into()))?;
     let data = emoji::load(&EmojiConfig { train_style: style, ..Default::default() })?;

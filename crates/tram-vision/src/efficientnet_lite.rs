@@ -40,12 +40,15 @@ pub struct EfficientNetLiteConfig {
     pub dropout: f64,
     /// Stochastic depth: block i of n drops its residual branch with probability `drop_connect · i / n`.
     pub drop_connect: f64,
+    /// Batch-norm running-statistics momentum, PyTorch convention: 0.01 is TensorFlow's 0.99, as trained.
+    /// Fine-tuning for a few hundred steps on a new domain may want more (see [`crate::task`]).
+    pub bn_momentum: f64,
 }
 
 impl EfficientNetLiteConfig {
     /// EfficientNet-Lite0 (4.7 M parameters with the ImageNet head, 224 px).
     pub fn lite0(num_classes: i64) -> Self {
-        Self { width: 1.0, depth: 1.0, image_size: 224, num_classes, dropout: 0.2, drop_connect: 0.2 }
+        Self { width: 1.0, depth: 1.0, image_size: 224, num_classes, dropout: 0.2, drop_connect: 0.2, bn_momentum: 0.01 }
     }
 
     /// The ImageNet-1k classifier of the shipped weights.
@@ -96,9 +99,8 @@ impl SameConv {
     }
 }
 
-fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    // TensorFlow's momentum 0.99 is PyTorch's 0.01.
-    nn::batch_norm2d(p, c, nn::BatchNormConfig { momentum: 0.01, eps: 1e-3, ..Default::default() })
+fn bn(p: nn::Path, c: i64, momentum: f64) -> nn::BatchNorm {
+    nn::batch_norm2d(p, c, nn::BatchNormConfig { momentum, eps: 1e-3, ..Default::default() })
 }
 
 fn relu6(x: &Tensor) -> Tensor {
@@ -118,15 +120,16 @@ struct MbConv {
 }
 
 impl MbConv {
-    fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, expand: i64, drop_connect: f64) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, expand: i64, drop_connect: f64, mom: f64) -> Self {
         let mid = c_in * expand;
-        let expand = (expand != 1).then(|| (SameConv::new(&p / "_expand_conv", c_in, mid, 1, 1, 1), bn(&p / "_bn0", mid)));
+        let expand = (expand != 1).then(|| (SameConv::new(&p / "_expand_conv", c_in, mid, 1, 1, 1), bn(&p / "_bn0", mid, mom)));
         Self {
             expand,
             depthwise: SameConv::new(&p / "_depthwise_conv", mid, mid, kernel, stride, mid),
-            bn1: bn(&p / "_bn1", mid),
+            bn1: bn(&p / "_bn1", mid, mom),
             project: SameConv::new(&p / "_project_conv", mid, c_out, 1, 1, 1),
-            bn2: bn(&p / "_bn2", c_out),
+            bn2: bn(&p / "_bn2", c_out, mom),
             residual: stride == 1 && c_in == c_out,
             drop_connect,
         }
@@ -170,7 +173,8 @@ impl EfficientNetLite {
     pub fn new(p: &nn::Path, config: EfficientNetLiteConfig) -> Self {
         let stem_out = 32; // Lite: the stem is not scaled
         let stem = SameConv::new(p / "_conv_stem", 3, stem_out, 3, 2, 1);
-        let bn0 = bn(p / "_bn0", stem_out);
+        let mom = config.bn_momentum;
+        let bn0 = bn(p / "_bn0", stem_out, mom);
         let mut specs = vec![];
         for (i, &(repeats, k, s, e, c_in, c_out)) in LITE_STAGES.iter().enumerate() {
             let first_or_last = i == 0 || i == LITE_STAGES.len() - 1;
@@ -186,13 +190,13 @@ impl EfficientNetLite {
             .into_iter()
             .enumerate()
             .map(|(i, (c_in, c_out, k, s, e))| {
-                MbConv::new(p / "_blocks" / i, c_in, c_out, k, s, e, config.drop_connect * i as f64 / n as f64)
+                MbConv::new(p / "_blocks" / i, c_in, c_out, k, s, e, config.drop_connect * i as f64 / n as f64, mom)
             })
             .collect();
         let last = blocks.last().map(|b| b.bn2.running_mean.size()[0]).unwrap_or(stem_out);
         let head_out = 1280; // Lite: the head is not scaled
         let head = SameConv::new(p / "_conv_head", last, head_out, 1, 1, 1);
-        let bn1 = bn(p / "_bn1", head_out);
+        let bn1 = bn(p / "_bn1", head_out, mom);
         let fc = nn::linear(p / "_fc", head_out, config.num_classes, Default::default());
         Self { config, stem, bn0, blocks, head, bn1, fc }
     }

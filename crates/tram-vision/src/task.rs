@@ -66,6 +66,9 @@ pub enum ModelSpec {
         weights: Option<PathBuf>,
         #[serde(default = "yes")]
         pretrained: bool,
+        /// Batch-norm momentum (PyTorch convention); default: 0.01, as the weights were trained.
+        #[serde(default)]
+        bn_momentum: Option<f64>,
     },
     /// A ViT from a Hugging Face snapshot folder (its config.json always; model.safetensors when pretrained).
     Vit {
@@ -81,7 +84,7 @@ fn yes() -> bool {
 
 impl ModelSpec {
     pub fn efficientnet_lite0() -> Self {
-        Self::EfficientNetLite0 { weights: None, pretrained: true }
+        Self::EfficientNetLite0 { weights: None, pretrained: true, bn_momentum: None }
     }
 
     pub fn pretrained(&self) -> bool {
@@ -131,8 +134,10 @@ impl ImageClassifier {
     pub fn build(spec: &ModelSpec, num_classes: i64, device: Device) -> Result<Self> {
         let vs = nn::VarStore::new(device);
         let (net, normalization) = match spec {
-            ModelSpec::EfficientNetLite0 { weights, pretrained } => {
-                let net = EfficientNetLite::new(&vs.root(), EfficientNetLiteConfig::lite0(num_classes));
+            ModelSpec::EfficientNetLite0 { weights, pretrained, bn_momentum } => {
+                let mut config = EfficientNetLiteConfig::lite0(num_classes);
+                config.bn_momentum = bn_momentum.unwrap_or(config.bn_momentum);
+                let net = EfficientNetLite::new(&vs.root(), config);
                 if *pretrained {
                     let path = match weights {
                         Some(p) => p.clone(),

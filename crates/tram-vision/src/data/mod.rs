@@ -8,6 +8,8 @@
 pub mod emoji;
 pub mod image_folder;
 pub mod loader;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 
 pub mod transform;
 
