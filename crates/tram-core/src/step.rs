@@ -147,7 +147,9 @@ impl StepDriver {
         }
         let vars = Variables::of(model.var_store())?;
         let base = BaseOptimizer::new(config.base.clone(), vars.params.len())?;
-        let needs_saved = method.ascent.is_some() || method.trust_region.is_some_and(|t| t.target.holds_parameters());
+        // θ is saved for the restore after an ascent, and to become θ_{t−1} after the step.
+        let needs_saved =
+            method.ascent.is_some() || method.trust_region.is_some_and(|t| t.target == Target::PreviousStep);
         let saved = if needs_saved { snapshot(&vars.params) } else { Vec::new() };
         let target = match method.trust_region {
             Some(TrustRegion { target, .. }) if target.holds_parameters() => Some(snapshot(&vars.params)),

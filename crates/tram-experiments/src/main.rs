@@ -144,7 +144,11 @@ fn real_main() -> Result<()> {
             };
             let out = results.join(format!("{stem}.csv"));
             atomic::write_csv(&out, &mut table)?;
-            println!("{table}");
+            let shown = match exp.file.table {
+                TableKind::Table2 => tables::printable(&table, &tables::TABLE2_PRINT)?,
+                TableKind::Table3 => table.clone(),
+            };
+            println!("{shown}");
             println!("wrote {} and {}", out.display(), results.join(format!("{stem}-long.csv")).display());
             Ok(())
         }

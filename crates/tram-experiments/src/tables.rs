@@ -174,3 +174,52 @@ pub fn table3(methods: &[MethodConfig], summaries: &[Summary], base: &BaseConfig
     }
     Ok(DataFrame::new(columns)?)
 }
+
+/// A compact copy of a table for the terminal: the given columns, floats to 3 significant digits.
+pub fn printable(df: &DataFrame, columns: &[&str]) -> Result<DataFrame> {
+    let mut out = Vec::new();
+    for name in columns {
+        let Ok(c) = df.column(name) else { continue };
+        let col = match c.dtype() {
+            DataType::Float64 => {
+                let v: Vec<Option<String>> = c.f64()?.into_iter().map(|x| x.map(fmt3)).collect();
+                Column::new((*name).into(), v)
+            }
+            _ => c.clone(),
+        };
+        out.push(col);
+    }
+    Ok(DataFrame::new(out)?)
+}
+
+fn fmt3(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let a = x.abs();
+    if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// The columns of Table 2 printed on the terminal (the CSV has them all).
+pub const TABLE2_PRINT: [&str; 12] = [
+    "variant",
+    "trust_region_measurement",
+    "eps",
+    "passes_measured",
+    "passes_paper",
+    "passes_match",
+    "step_ms_median",
+    "ratio_to_base",
+    "ratio_to_sam",
+    "extra_memory_x_params",
+    "in_domain_acc",
+    "ood_mean_acc",
+];
