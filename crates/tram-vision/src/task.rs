@@ -265,6 +265,8 @@ pub struct EpochEval {
     /// Mean pass-1 training loss over the epoch's steps (NaN for epoch 0).
     pub train_loss: f64,
     pub train_seconds: f64,
+    /// Part of `train_seconds` spent waiting for the loader (near 0 when decoding keeps ahead of the model).
+    pub data_wait_seconds: f64,
     pub eval_seconds: f64,
     pub in_domain: SetAccuracy,
     pub ood: Vec<SetAccuracy>,
@@ -325,13 +327,16 @@ pub struct FinetuneConfig {
 }
 
 impl FinetuneConfig {
-    /// The embedded CPU-sized default: pre-trained EfficientNet-Lite0 at 64 px, batch 32, 3 epochs.
+    /// The embedded CPU-sized default: pre-trained EfficientNet-Lite0 at 64 px, batch 32, 5 epochs (235 steps
+    /// on the Google style). Batch-norm momentum 0.1 instead of the trained 0.01: with a few hundred steps the
+    /// running statistics would otherwise still be mostly ImageNet's at evaluation (measured: 0.66 vs 0.46
+    /// in-domain top-1 after the first epoch with Adam, 0.74 vs 0.70 after the third).
     pub fn embedded(optimizer: OptimizerConfig) -> Self {
         Self {
-            model: ModelSpec::efficientnet_lite0(),
+            model: ModelSpec::EfficientNetLite0 { weights: None, pretrained: true, bn_momentum: Some(0.1) },
             optimizer,
             image_size: 64,
-            epochs: 3,
+            epochs: 5,
             batch_size: 32,
             eval_batch_size: 128,
             max_train_batches: None,
@@ -378,14 +383,15 @@ pub fn finetune(config: &FinetuneConfig, data: &TransferData, mut on_step: impl 
     }
     let mut driver = StepDriver::new(&model, opt)?;
 
-    let evaluate = |epoch: usize, steps: u64, train_loss: f64, train_seconds: f64| -> Result<EpochEval> {
+    let evaluate = |epoch: usize, steps: u64, train_loss: f64, (train_seconds, data_wait_seconds): (f64, f64)| -> Result<EpochEval> {
         let t = Instant::now();
         let in_domain = SetAccuracy { set: data.test.name.clone(), accuracy: model.evaluate(&data.test, eval_tf, &eval_loader)? };
         let mut ood = vec![];
         for set in &data.ood {
             ood.push(SetAccuracy { set: set.name.clone(), accuracy: model.evaluate(set, eval_tf, &eval_loader)? });
         }
-        Ok(EpochEval { epoch, steps, train_loss, train_seconds, eval_seconds: t.elapsed().as_secs_f64(), in_domain, ood })
+        let eval_seconds = t.elapsed().as_secs_f64();
+        Ok(EpochEval { epoch, steps, train_loss, train_seconds, data_wait_seconds, eval_seconds, in_domain, ood })
     };
 
     let mut result = RunResult {
@@ -397,12 +403,16 @@ pub fn finetune(config: &FinetuneConfig, data: &TransferData, mut on_step: impl 
         extra_memory_bytes: driver.extra_memory_bytes(),
     };
     if config.eval_before_training {
-        result.epochs.push(evaluate(0, 0, f64::NAN, 0.0)?);
+        result.epochs.push(evaluate(0, 0, f64::NAN, (0.0, 0.0))?);
     }
     for epoch in 1..=config.epochs {
         let t = Instant::now();
-        let (mut loss_sum, mut n) = (0.0, 0usize);
-        for batch in Loader::new(&data.train, train_tf, &train_loader, epoch as u64)?.take(per_epoch) {
+        let (mut loss_sum, mut n, mut wait) = (0.0, 0usize, 0.0);
+        let mut batches = Loader::new(&data.train, train_tf, &train_loader, epoch as u64)?.take(per_epoch);
+        loop {
+            let waited = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            wait += waited.elapsed().as_secs_f64();
             let batch = batch?;
             result.skipped_images.extend(batch.skipped.iter().cloned());
             if batch.is_empty() {
@@ -419,7 +429,7 @@ pub fn finetune(config: &FinetuneConfig, data: &TransferData, mut on_step: impl 
         }
         let train_seconds = t.elapsed().as_secs_f64();
         let train_loss = if n > 0 { loss_sum / n as f64 } else { f64::NAN };
-        result.epochs.push(evaluate(epoch, driver.steps_done(), train_loss, train_seconds)?);
+        result.epochs.push(evaluate(epoch, driver.steps_done(), train_loss, (train_seconds, wait))?);
     }
     result.extra_memory_bytes = driver.extra_memory_bytes();
     Ok(result)

@@ -40,6 +40,8 @@ fn emoji_splits_are_deterministic_and_share_labels() {
     assert!((0.15..0.25).contains(&frac), "held-out fraction {frac}");
     let train: HashSet<usize> = data.train.indices.iter().copied().collect();
     assert!(data.test.indices.iter().all(|i| !train.contains(i)));
+    let counts = data.test.class_counts();
+    println!("held-out class counts {counts:?}: majority share {:.3}", *counts.iter().max().unwrap() as f64 / data.test.len() as f64);
     // Every class is in both splits.
     assert!(data.train.class_counts().iter().chain(&data.test.class_counts()).all(|&c| c > 0));
     let again = emoji::load(&EmojiConfig::default()).unwrap();
