@@ -69,11 +69,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let result = finetune(&cfg, &data, |r| {
         if r.step % 10 == 0 {
-            println!("  step {:>4}  loss {:.4}  d {:?}  |eps| {:?}  passes {}/{}", r.step, r.loss, r.divergence, r.eps_norm, r.forward_passes, r.backward_passes);
+            println!(
+                "  step {:>4}  loss {:.4}  d {:?}  |eps| {:?}  passes {}/{}",
+                r.step, r.loss, r.divergence, r.eps_norm, r.forward_passes, r.backward_passes
+            );
         }
     })?;
     println!("device {}", result.device);
-    println!("epoch  steps  train_loss  train_s  wait_s  eval_s  in-domain  {}  ood_mean", data.ood.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join("  "));
+    println!(
+        "epoch  steps  train_loss  train_s  wait_s  eval_s  in-domain  {}  ood_mean",
+        data.ood.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join("  ")
+    );
     for e in &result.epochs {
         let ood: Vec<String> = e.ood.iter().map(|s| format!("{:.3}", s.accuracy.top1())).collect();
         println!(

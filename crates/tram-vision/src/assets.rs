@@ -25,7 +25,10 @@ pub fn require(what: &str, path: impl AsRef<Path>) -> Result<PathBuf> {
 
 /// The ImageNet-1k EfficientNet-Lite0 weights, converted to safetensors by the assets script.
 pub fn efficientnet_lite0_weights() -> Result<PathBuf> {
-    require("EfficientNet-Lite0 ImageNet weights", assets_dir().join("efficientnet-lite0/efficientnet-lite0.safetensors"))
+    require(
+        "EfficientNet-Lite0 ImageNet weights",
+        assets_dir().join("efficientnet-lite0/efficientnet-lite0.safetensors"),
+    )
 }
 
 /// The emoji folder (one sub-folder per vendor style).
@@ -41,8 +44,11 @@ pub fn imagenet_class_names() -> Result<Vec<String>> {
         serde_json::from_str(&text).map_err(|e| Error::Data { path: path.clone(), message: e.to_string() })?;
     let mut names = vec![String::new(); map.len()];
     for (k, v) in map {
-        let i: usize = k.parse().map_err(|_| Error::Data { path: path.clone(), message: format!("bad class index `{k}`") })?;
-        *names.get_mut(i).ok_or_else(|| Error::Data { path: path.clone(), message: format!("class index {i} out of range") })? = v;
+        let i: usize =
+            k.parse().map_err(|_| Error::Data { path: path.clone(), message: format!("bad class index `{k}`") })?;
+        *names
+            .get_mut(i)
+            .ok_or_else(|| Error::Data { path: path.clone(), message: format!("class index {i} out of range") })? = v;
     }
     Ok(names)
 }

@@ -48,7 +48,15 @@ pub struct EfficientNetLiteConfig {
 impl EfficientNetLiteConfig {
     /// EfficientNet-Lite0 (4.7 M parameters with the ImageNet head, 224 px).
     pub fn lite0(num_classes: i64) -> Self {
-        Self { width: 1.0, depth: 1.0, image_size: 224, num_classes, dropout: 0.2, drop_connect: 0.2, bn_momentum: 0.01 }
+        Self {
+            width: 1.0,
+            depth: 1.0,
+            image_size: 224,
+            num_classes,
+            dropout: 0.2,
+            drop_connect: 0.2,
+            bn_momentum: 0.01,
+        }
     }
 
     /// The ImageNet-1k classifier of the shipped weights.
@@ -121,9 +129,19 @@ struct MbConv {
 
 impl MbConv {
     #[allow(clippy::too_many_arguments)]
-    fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, expand: i64, drop_connect: f64, mom: f64) -> Self {
+    fn new(
+        p: nn::Path,
+        c_in: i64,
+        c_out: i64,
+        kernel: i64,
+        stride: i64,
+        expand: i64,
+        drop_connect: f64,
+        mom: f64,
+    ) -> Self {
         let mid = c_in * expand;
-        let expand = (expand != 1).then(|| (SameConv::new(&p / "_expand_conv", c_in, mid, 1, 1, 1), bn(&p / "_bn0", mid, mom)));
+        let expand =
+            (expand != 1).then(|| (SameConv::new(&p / "_expand_conv", c_in, mid, 1, 1, 1), bn(&p / "_bn0", mid, mom)));
         Self {
             expand,
             depthwise: SameConv::new(&p / "_depthwise_conv", mid, mid, kernel, stride, mid),
@@ -205,7 +223,8 @@ impl EfficientNetLite {
     /// hold this network. When `num_classes` is not 1000, the ImageNet head `_fc` is left as initialised.
     pub fn load_pretrained(&self, vs: &nn::VarStore, weights: &Path) -> Result<()> {
         let skip: &[&str] = if self.config.num_classes == 1000 { &[] } else { &["_fc."] };
-        let ignore = |k: &str| k.ends_with("num_batches_tracked") || (self.config.num_classes != 1000 && k.starts_with("_fc."));
+        let ignore =
+            |k: &str| k.ends_with("num_batches_tracked") || (self.config.num_classes != 1000 && k.starts_with("_fc."));
         load_safetensors(vs, weights, &LoadRules { skip_prefixes: skip, ignore_extra: &ignore })
     }
 

@@ -13,11 +13,10 @@
 pub mod assets;
 pub mod data;
 pub mod efficientnet_lite;
-pub mod task;
 pub mod error;
+pub mod task;
 pub mod vit;
-pub mod zero_shot;
 mod weights;
+pub mod zero_shot;
 
 pub use error::{Error, Result};
-

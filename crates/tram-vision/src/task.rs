@@ -352,7 +352,11 @@ impl FinetuneConfig {
 
 /// Fine-tunes `config.model` on `data.train` with `config.optimizer`, evaluating on `data.test` and every OOD
 /// set after each epoch. `on_step` sees every step's report as it happens (for logging).
-pub fn finetune(config: &FinetuneConfig, data: &TransferData, mut on_step: impl FnMut(&StepReport)) -> Result<RunResult> {
+pub fn finetune(
+    config: &FinetuneConfig,
+    data: &TransferData,
+    mut on_step: impl FnMut(&StepReport),
+) -> Result<RunResult> {
     if config.epochs == 0 || config.batch_size == 0 || config.eval_batch_size == 0 || config.image_size == 0 {
         return Err(Error::Config("epochs, batch_size, eval_batch_size and image_size must be at least 1".into()));
     }
@@ -370,11 +374,19 @@ pub fn finetune(config: &FinetuneConfig, data: &TransferData, mut on_step: impl 
         on_corrupt: config.on_corrupt,
         ..LoaderConfig::train(config.batch_size, config.seed)
     };
-    let eval_loader = LoaderConfig { workers: config.workers, on_corrupt: config.on_corrupt, ..LoaderConfig::eval(config.eval_batch_size) };
+    let eval_loader = LoaderConfig {
+        workers: config.workers,
+        on_corrupt: config.on_corrupt,
+        ..LoaderConfig::eval(config.eval_batch_size)
+    };
     let full = data.train.len() / config.batch_size;
     let per_epoch = config.max_train_batches.map_or(full, |m| m.min(full));
     if per_epoch == 0 {
-        return Err(Error::Config(format!("the training set ({} images) is smaller than one batch of {}", data.train.len(), config.batch_size)));
+        return Err(Error::Config(format!(
+            "the training set ({} images) is smaller than one batch of {}",
+            data.train.len(),
+            config.batch_size
+        )));
     }
     let mut opt = config.optimizer.clone();
     opt.seed = config.seed;
@@ -383,9 +395,14 @@ pub fn finetune(config: &FinetuneConfig, data: &TransferData, mut on_step: impl 
     }
     let mut driver = StepDriver::new(&model, opt)?;
 
-    let evaluate = |epoch: usize, steps: u64, train_loss: f64, (train_seconds, data_wait_seconds): (f64, f64)| -> Result<EpochEval> {
+    let evaluate = |epoch: usize,
+                    steps: u64,
+                    train_loss: f64,
+                    (train_seconds, data_wait_seconds): (f64, f64)|
+     -> Result<EpochEval> {
         let t = Instant::now();
-        let in_domain = SetAccuracy { set: data.test.name.clone(), accuracy: model.evaluate(&data.test, eval_tf, &eval_loader)? };
+        let in_domain =
+            SetAccuracy { set: data.test.name.clone(), accuracy: model.evaluate(&data.test, eval_tf, &eval_loader)? };
         let mut ood = vec![];
         for set in &data.ood {
             ood.push(SetAccuracy { set: set.name.clone(), accuracy: model.evaluate(set, eval_tf, &eval_loader)? });

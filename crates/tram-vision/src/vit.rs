@@ -57,16 +57,23 @@ impl VitConfig {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let cfg: VitConfig = serde_json::from_str(&text).map_err(|e| Error::ModelConfig { path: path.clone(), message: e.to_string() })?;
+        let cfg: VitConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::ModelConfig { path: path.clone(), message: e.to_string() })?;
         let bad = |m: String| Err(Error::ModelConfig { path: path.clone(), message: m });
         if cfg.hidden_size % cfg.num_attention_heads != 0 {
-            return bad(format!("hidden_size {} is not a multiple of num_attention_heads {}", cfg.hidden_size, cfg.num_attention_heads));
+            return bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                cfg.hidden_size, cfg.num_attention_heads
+            ));
         }
         if cfg.image_size % cfg.patch_size != 0 {
             return bad(format!("image_size {} is not a multiple of patch_size {}", cfg.image_size, cfg.patch_size));
         }
         if !matches!(cfg.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu") {
-            return bad(format!("hidden_act `{}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)", cfg.hidden_act));
+            return bad(format!(
+                "hidden_act `{}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)",
+                cfg.hidden_act
+            ));
         }
         Ok(cfg)
     }
@@ -123,7 +130,9 @@ impl Vit {
     /// The network with fresh weights under `p` and a head of `num_classes` outputs.
     pub fn new(p: &nn::Path, config: VitConfig, num_classes: i64) -> Self {
         let h = config.hidden_size;
-        let ln = |p: nn::Path| nn::layer_norm(p, vec![h], nn::LayerNormConfig { eps: config.layer_norm_eps, ..Default::default() });
+        let ln = |p: nn::Path| {
+            nn::layer_norm(p, vec![h], nn::LayerNormConfig { eps: config.layer_norm_eps, ..Default::default() })
+        };
         let lin = |p: nn::Path, i, o, bias| nn::linear(p, i, o, nn::LinearConfig { bias, ..Default::default() });
         let emb = p / "vit" / "embeddings";
         let n_patches = (config.image_size / config.patch_size).pow(2);
@@ -163,7 +172,10 @@ impl Vit {
     pub fn load_pretrained(&self, vs: &nn::VarStore, dir: &Path) -> Result<()> {
         let file = dir.join("model.safetensors");
         if !file.exists() {
-            return Err(Error::Weights { path: file, message: "not found; a Hugging Face snapshot folder holds config.json and model.safetensors".into() });
+            return Err(Error::Weights {
+                path: file,
+                message: "not found; a Hugging Face snapshot folder holds config.json and model.safetensors".into(),
+            });
         }
         let same_head = self.config.checkpoint_classes() == Some(self.num_classes);
         let skip: &[&str] = if same_head { &[] } else { &["classifier."] };
@@ -201,6 +213,8 @@ impl Vit {
     }
 
     /// Logits `[N, num_classes]` of images `[N, C, H, W]` normalised as the snapshot's preprocessor says.
+    // `h += x` on a tch tensor is an in-place add, which would overwrite a tensor autograd saved.
+    #[allow(clippy::assign_op_pattern)]
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let cfg = &self.config;
         let size = x.size();

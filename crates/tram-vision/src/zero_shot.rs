@@ -53,10 +53,14 @@ pub fn imagenet_top_k(net: &EfficientNetLite, style: Style, k: i64, device: Devi
     let transform = Transform::eval(224, Normalization::MINUS_ONE_ONE);
     let (mut pixels, mut classes) = (vec![], vec![]);
     for (short, class) in EVERYDAY_OBJECTS {
-        let entry = entries.iter().find(|e| e.short_name == short).ok_or_else(|| Error::Config(format!("no emoji `{short}`")))?;
+        let entry = entries
+            .iter()
+            .find(|e| e.short_name == short)
+            .ok_or_else(|| Error::Config(format!("no emoji `{short}`")))?;
         let path = dir.join(&entry.image);
         let bytes = std::fs::read(&path).map_err(crate::error::io_err(&path))?;
-        let img = crate::data::decode(&bytes).map_err(|reason| Error::CorruptImage { location: path.display().to_string(), reason })?;
+        let img = crate::data::decode(&bytes)
+            .map_err(|reason| Error::CorruptImage { location: path.display().to_string(), reason })?;
         transform.apply_into(&img, &mut SplitMix64(0), &mut pixels);
         let idx = names.iter().position(|n| n.split(',').next().map(str::trim) == Some(class));
         classes.push(idx.ok_or_else(|| Error::Config(format!("no ImageNet class named `{class}`")))? as i64);

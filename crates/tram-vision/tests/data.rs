@@ -41,7 +41,10 @@ fn emoji_splits_are_deterministic_and_share_labels() {
     let train: HashSet<usize> = data.train.indices.iter().copied().collect();
     assert!(data.test.indices.iter().all(|i| !train.contains(i)));
     let counts = data.test.class_counts();
-    println!("held-out class counts {counts:?}: majority share {:.3}", *counts.iter().max().unwrap() as f64 / data.test.len() as f64);
+    println!(
+        "held-out class counts {counts:?}: majority share {:.3}",
+        *counts.iter().max().unwrap() as f64 / data.test.len() as f64
+    );
     // Every class is in both splits.
     assert!(data.train.class_counts().iter().chain(&data.test.class_counts()).all(|&c| c > 0));
     let again = emoji::load(&EmojiConfig::default()).unwrap();
@@ -53,9 +56,15 @@ fn emoji_splits_are_deterministic_and_share_labels() {
     for d in &data.ood {
         assert!(Arc::ptr_eq(&d.classes, &data.classes));
         // The held-out OOD sets hold about as many emoji as the in-domain test split.
-        assert!((d.len() as f64 - data.test.len() as f64).abs() < 0.1 * data.test.len() as f64, "{}: {}", d.name, d.len());
+        assert!(
+            (d.len() as f64 - data.test.len() as f64).abs() < 0.1 * data.test.len() as f64,
+            "{}: {}",
+            d.name,
+            d.len()
+        );
     }
-    let all = emoji::load(&EmojiConfig { train_style: Style::Apple, ood_subset: OodSubset::All, ..Default::default() }).unwrap();
+    let all = emoji::load(&EmojiConfig { train_style: Style::Apple, ood_subset: OodSubset::All, ..Default::default() })
+        .unwrap();
     assert_eq!(all.ood[0].name, "emoji-google");
     assert_eq!(all.ood[0].len(), 1906);
 }

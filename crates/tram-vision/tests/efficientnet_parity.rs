@@ -83,7 +83,11 @@ fn a_wrong_file_names_the_key() {
     let dir = std::env::temp_dir().join(format!("tram-vision-badweights-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.safetensors");
-    Tensor::write_safetensors(&[("_conv_stem.weight", Tensor::zeros([32, 3, 5, 5], (Kind::Float, Device::Cpu)))], &path).unwrap();
+    Tensor::write_safetensors(
+        &[("_conv_stem.weight", Tensor::zeros([32, 3, 5, 5], (Kind::Float, Device::Cpu)))],
+        &path,
+    )
+    .unwrap();
     let vs = nn::VarStore::new(Device::Cpu);
     let net = EfficientNetLite::new(&vs.root(), EfficientNetLiteConfig::lite0_imagenet());
     let err = net.load_pretrained(&vs, &path).unwrap_err().to_string();

@@ -40,7 +40,9 @@ fn plain_binary_columns_with_other_names() {
     let given = Arc::new(vec!["red".to_string(), "blue".to_string(), "green".to_string()]);
     let ds = parquet::open("plain", &[fixture("tiny-images-plain.parquet")], &cols, Some(given)).unwrap();
     assert_eq!(ds.classes.len(), 3);
-    let err = parquet::open("x", &[fixture("tiny-images-plain.parquet")], &ParquetColumns::default(), None).unwrap_err().to_string();
+    let err = parquet::open("x", &[fixture("tiny-images-plain.parquet")], &ParquetColumns::default(), None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no column `image`") && err.contains("img, fine_label"), "{err}");
 }
 
@@ -48,7 +50,9 @@ fn plain_binary_columns_with_other_names() {
 fn finds_split_files_in_a_snapshot_folder() {
     let dir = std::env::temp_dir().join(format!("tram-vision-pq-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    for f in ["data/train-00001-of-00002.parquet", "data/train-00000-of-00002.parquet", "data/test-00000-of-00001.parquet"] {
+    for f in
+        ["data/train-00001-of-00002.parquet", "data/train-00000-of-00002.parquet", "data/test-00000-of-00001.parquet"]
+    {
         std::fs::copy(fixture("tiny-images.parquet"), dir.join(f)).unwrap();
     }
     let files = parquet::split_files(&dir, "train").unwrap();

@@ -32,7 +32,8 @@ fn batch(data: &TransferData, n: usize, size: u32) -> ImageBatch {
 }
 
 fn quick(method: MethodName, base: BaseConfig, lr: f64) -> FinetuneConfig {
-    let mut cfg = FinetuneConfig::embedded(OptimizerConfig::new(MethodConfig::new(method), base, LrSchedule::constant(lr)));
+    let mut cfg =
+        FinetuneConfig::embedded(OptimizerConfig::new(MethodConfig::new(method), base, LrSchedule::constant(lr)));
     cfg.image_size = 32;
     cfg.batch_size = 16;
     cfg.eval_batch_size = 64;
@@ -90,7 +91,9 @@ fn a_seed_makes_runs_repeat() {
     assert_eq!(a.steps.len(), 3);
     assert_eq!(a.epochs.len(), 1);
     assert_eq!(a.epochs[0].ood.len(), 3);
-    let losses = |r: &tram_vision::task::RunResult| r.steps.iter().map(|s| (s.loss, s.divergence, s.eps_norm)).collect::<Vec<_>>();
+    let losses = |r: &tram_vision::task::RunResult| {
+        r.steps.iter().map(|s| (s.loss, s.divergence, s.eps_norm)).collect::<Vec<_>>()
+    };
     assert_eq!(losses(&a), losses(&b));
     assert_eq!(a.epochs[0].in_domain, b.epochs[0].in_domain);
     assert_eq!(a.epochs[0].ood, b.epochs[0].ood);
@@ -113,7 +116,11 @@ fn device_choice_parses_and_resolves() {
 fn a_short_finetune_learns_and_the_imagenet_start_beats_a_random_one() {
     let _rng = serial();
     let data = emoji::load(&EmojiConfig::default()).unwrap();
-    let mut cfg = FinetuneConfig::embedded(OptimizerConfig::new(MethodConfig::new(MethodName::Base), BaseConfig::adam(), LrSchedule::constant(1e-3)));
+    let mut cfg = FinetuneConfig::embedded(OptimizerConfig::new(
+        MethodConfig::new(MethodName::Base),
+        BaseConfig::adam(),
+        LrSchedule::constant(1e-3),
+    ));
     cfg.epochs = 1;
     cfg.max_train_batches = Some(20);
     cfg.device = DeviceChoice::Cpu;
@@ -123,7 +130,13 @@ fn a_short_finetune_learns_and_the_imagenet_start_beats_a_random_one() {
     }
     let rand = finetune(&cfg, &data, |_| {}).unwrap();
     let (p, r) = (&pre.epochs[0], &rand.epochs[0]);
-    println!("20 steps: ImageNet start {:.3} in-domain, {:.3} OOD; random start {:.3}, {:.3}", p.in_domain.accuracy.top1(), p.ood_mean(), r.in_domain.accuracy.top1(), r.ood_mean());
+    println!(
+        "20 steps: ImageNet start {:.3} in-domain, {:.3} OOD; random start {:.3}, {:.3}",
+        p.in_domain.accuracy.top1(),
+        p.ood_mean(),
+        r.in_domain.accuracy.top1(),
+        r.ood_mean()
+    );
     // The majority class of the held-out split is 18.6 % of it; 9 classes.
     assert!(p.in_domain.accuracy.top1() > 0.35, "{p:?}");
     assert!(p.in_domain.accuracy.top1() > r.in_domain.accuracy.top1() + 0.1);

@@ -37,7 +37,9 @@ impl Style {
     }
 
     pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| Error::Config(format!("unknown emoji style `{s}`; expected google, twitter, facebook or apple")))
+        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| {
+            Error::Config(format!("unknown emoji style `{s}`; expected google, twitter, facebook or apple"))
+        })
     }
 }
 
@@ -68,7 +70,13 @@ pub struct EmojiConfig {
 
 impl Default for EmojiConfig {
     fn default() -> Self {
-        Self { root: None, train_style: Style::Google, test_fraction: 0.2, split_seed: 0, ood_subset: OodSubset::HeldOut }
+        Self {
+            root: None,
+            train_style: Style::Google,
+            test_fraction: 0.2,
+            split_seed: 0,
+            ood_subset: OodSubset::HeldOut,
+        }
     }
 }
 
@@ -153,7 +161,9 @@ pub fn source(root: &Path, style: Style, entries: &[EmojiEntry], classes: &[Stri
         .iter()
         .enumerate()
         .filter(|(_, e)| e.has_image(style))
-        .filter_map(|(k, e)| classes.iter().position(|c| *c == e.category).map(|label| (k, dir.join(&e.image), label as i64)))
+        .filter_map(|(k, e)| {
+            classes.iter().position(|c| *c == e.category).map(|label| (k, dir.join(&e.image), label as i64))
+        })
         .collect();
     Ok(EmojiSource { style, items })
 }
@@ -183,8 +193,14 @@ pub fn load(config: &EmojiConfig) -> Result<TransferData> {
         }
     }
     let name = config.train_style.as_str();
-    let train = Dataset { name: format!("emoji-{name}/train"), source: train_src.clone(), indices: train_idx, classes: classes.clone() };
-    let test = Dataset { name: format!("emoji-{name}/test"), source: train_src, indices: test_idx, classes: classes.clone() };
+    let train = Dataset {
+        name: format!("emoji-{name}/train"),
+        source: train_src.clone(),
+        indices: train_idx,
+        classes: classes.clone(),
+    };
+    let test =
+        Dataset { name: format!("emoji-{name}/test"), source: train_src, indices: test_idx, classes: classes.clone() };
     let mut ood = vec![];
     for style in Style::ALL.into_iter().filter(|s| *s != config.train_style) {
         let src = Arc::new(source(&root, style, &entries, &classes)?);

@@ -68,7 +68,11 @@ pub fn open(name: &str, root: &Path, classes: Option<Arc<Vec<String>>>) -> Resul
             .map_err(io_err(&dir))?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str())))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+            })
             .collect();
         files.sort();
         items.extend(files.into_iter().map(|f| (f, label)));

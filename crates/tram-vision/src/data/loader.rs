@@ -32,7 +32,15 @@ impl LoaderConfig {
     }
 
     pub fn eval(batch_size: usize) -> Self {
-        Self { batch_size, shuffle: false, drop_last: false, seed: 0, workers: 1, prefetch: 2, on_corrupt: OnCorrupt::Skip }
+        Self {
+            batch_size,
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            workers: 1,
+            prefetch: 2,
+            on_corrupt: OnCorrupt::Skip,
+        }
     }
 }
 
@@ -165,6 +173,7 @@ impl Iterator for Loader {
 }
 
 fn mix(seed: u64, epoch: u64, index: u64) -> u64 {
-    let mut r = SplitMix64(seed ^ epoch.wrapping_mul(0xd6e8_feb8_6659_fd93) ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut r =
+        SplitMix64(seed ^ epoch.wrapping_mul(0xd6e8_feb8_6659_fd93) ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     r.next_u64()
 }

@@ -59,7 +59,11 @@ pub struct Dataset {
 
 impl std::fmt::Debug for Dataset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dataset").field("name", &self.name).field("len", &self.indices.len()).field("classes", &self.classes.len()).finish()
+        f.debug_struct("Dataset")
+            .field("name", &self.name)
+            .field("len", &self.indices.len())
+            .field("classes", &self.classes.len())
+            .finish()
     }
 }
 
@@ -99,7 +103,12 @@ impl Dataset {
                 keep.push(i)
             }
         }
-        let sub = |name: &str, indices| Dataset { name: format!("{}/{name}", self.name), source: self.source.clone(), indices, classes: self.classes.clone() };
+        let sub = |name: &str, indices| Dataset {
+            name: format!("{}/{name}", self.name),
+            source: self.source.clone(),
+            indices,
+            classes: self.classes.clone(),
+        };
         (sub("train", keep), sub("test", held))
     }
 

@@ -56,7 +56,12 @@ impl Default for ParquetColumns {
 
 /// Reads `files` (one split, possibly sharded) into a data set. With `classes` given (the training split's),
 /// every label must index it; otherwise class names come from the metadata of the first file, or are "0".."N-1".
-pub fn open(name: &str, files: &[PathBuf], columns: &ParquetColumns, classes: Option<Arc<Vec<String>>>) -> Result<Dataset> {
+pub fn open(
+    name: &str,
+    files: &[PathBuf],
+    columns: &ParquetColumns,
+    classes: Option<Arc<Vec<String>>>,
+) -> Result<Dataset> {
     if files.is_empty() {
         return Err(Error::Config(format!("parquet data set `{name}`: no files given")));
     }
@@ -76,12 +81,23 @@ pub fn open(name: &str, files: &[PathBuf], columns: &ParquetColumns, classes: Op
             let (mut bytes, mut label) = (None, None);
             for (col, field) in row.get_column_iter() {
                 if *col == columns.image {
-                    bytes = Some(image_bytes(field).ok_or_else(|| err(format!("row {r}: column `{col}` holds no image bytes ({field})")))?);
+                    bytes = Some(
+                        image_bytes(field)
+                            .ok_or_else(|| err(format!("row {r}: column `{col}` holds no image bytes ({field})")))?,
+                    );
                 } else if *col == columns.label {
-                    label = Some(integer(field).ok_or_else(|| err(format!("row {r}: column `{col}` is not an integer label ({field})")))?);
+                    label =
+                        Some(integer(field).ok_or_else(|| {
+                            err(format!("row {r}: column `{col}` is not an integer label ({field})"))
+                        })?);
                 }
             }
-            let missing = |c: &str| err(format!("no column `{c}` (columns: {})", row.get_column_iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")));
+            let missing = |c: &str| {
+                err(format!(
+                    "no column `{c}` (columns: {})",
+                    row.get_column_iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            };
             images.bytes.push(bytes.ok_or_else(|| missing(&columns.image))?);
             images.labels.push(label.ok_or_else(|| missing(&columns.label))?);
             images.origin.push((shared.clone(), r));
@@ -96,7 +112,10 @@ pub fn open(name: &str, files: &[PathBuf], columns: &ParquetColumns, classes: Op
         None => Arc::new((0..=max).map(|i| i.to_string()).collect()),
     };
     if max >= classes.len() as i64 {
-        return Err(Error::Data { path: files[0].clone(), message: format!("label {max} but only {} classes", classes.len()) });
+        return Err(Error::Data {
+            path: files[0].clone(),
+            message: format!("label {max} but only {} classes", classes.len()),
+        });
     }
     Ok(Dataset::all(name, Arc::new(images), classes))
 }
@@ -159,7 +178,9 @@ pub fn split_files(dir: &Path, split: &str) -> Result<Vec<PathBuf>> {
     if files.is_empty() {
         return Err(Error::Data {
             path: dir.to_path_buf(),
-            message: format!("no parquet files for split `{split}` ({split}-*.parquet, {split}/*.parquet or data/{split}-*.parquet)"),
+            message: format!(
+                "no parquet files for split `{split}` ({split}-*.parquet, {split}/*.parquet or data/{split}-*.parquet)"
+            ),
         });
     }
     Ok(files)
