@@ -126,6 +126,8 @@ fn image_folder_reads_classes_and_reports_corrupt_files() {
     assert!(matches!(err, Error::CorruptImage { .. }));
     assert!(err.to_string().contains("zz-corrupt.png"), "{err}");
     assert!(results.last().unwrap().is_err());
+    let data = image_folder::transfer_data(&root, &root, &[("again", &root)]).unwrap();
+    assert_eq!((data.train.len(), data.test.len(), data.ood[0].len()), (11, 11, 11));
     // A test folder must use the training classes.
     let err = image_folder::open("x", &root, Some(Arc::new(vec!["cat".into()]))).unwrap_err().to_string();
     assert!(err.contains("`dog`"), "{err}");

@@ -61,5 +61,8 @@ fn finds_split_files_in_a_snapshot_folder() {
     let ds = parquet::open("train", &files, &ParquetColumns::default(), None).unwrap();
     assert_eq!(ds.len(), 12);
     assert!(parquet::split_files(&dir, "validation").unwrap_err().to_string().contains("validation"));
+    let data = parquet::transfer_data(&dir, &ParquetColumns::default(), "train", "test").unwrap();
+    assert_eq!((data.train.len(), data.test.len(), data.ood.len()), (12, 6, 0));
+    assert!(Arc::ptr_eq(&data.classes, &data.test.classes));
     std::fs::remove_dir_all(&dir).ok();
 }

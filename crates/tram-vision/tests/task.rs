@@ -143,3 +143,20 @@ fn a_short_finetune_learns_and_the_imagenet_start_beats_a_random_one() {
     assert!(p.ood_mean() > r.ood_mean() + 0.1);
     assert!(p.data_wait_seconds < 0.5 * p.train_seconds, "the loader keeps ahead of the model: {p:?}");
 }
+
+#[test]
+fn a_vit_snapshot_finetunes_with_a_new_head() {
+    let _rng = serial();
+    let mut data = small_data();
+    data.train = data.train.clone().take(48);
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-vit");
+    let mut cfg = quick(MethodName::TramX, BaseConfig::adamw(), 1e-3);
+    cfg.model = ModelSpec::Vit { dir, pretrained: true };
+    let r = finetune(&cfg, &data, |_| {}).unwrap();
+    assert_eq!(r.steps.len(), 3);
+    assert!(r
+        .steps
+        .iter()
+        .all(|s| s.loss.is_finite() && s.divergence.unwrap() > 0.0 && (s.forward_passes, s.backward_passes) == (3, 2)));
+    assert_eq!(r.epochs[0].in_domain.accuracy.total, 64);
+}

@@ -83,3 +83,12 @@ pub fn open(name: &str, root: &Path, classes: Option<Arc<Vec<String>>>) -> Resul
     let source = Arc::new(ImageFolder { root: root.to_path_buf(), items });
     Ok(Dataset::all(name, source, classes))
 }
+
+/// Train and test ImageFolder roots of one domain, plus out-of-domain roots with the same class folders.
+pub fn transfer_data(train: &Path, test: &Path, ood: &[(&str, &Path)]) -> Result<super::TransferData> {
+    let train = open("train", train, None)?;
+    let classes = train.classes.clone();
+    let test = open("test", test, Some(classes.clone()))?;
+    let ood = ood.iter().map(|(name, root)| open(name, root, Some(classes.clone()))).collect::<Result<Vec<_>>>()?;
+    Ok(super::TransferData { classes, train, test, ood })
+}

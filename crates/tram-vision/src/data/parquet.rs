@@ -185,3 +185,12 @@ pub fn split_files(dir: &Path, split: &str) -> Result<Vec<PathBuf>> {
     }
     Ok(files)
 }
+
+/// A Hub data set folder as the paper uses it (Table 3): fine-tune on `train`, top-1 on `test` (its default
+/// partitions), no out-of-domain sets. Labels of the test split index the training split's classes.
+pub fn transfer_data(dir: &Path, columns: &ParquetColumns, train: &str, test: &str) -> Result<super::TransferData> {
+    let name = dir.file_name().map_or_else(|| "parquet".to_string(), |n| n.to_string_lossy().into_owned());
+    let train = open(&format!("{name}/{train}"), &split_files(dir, train)?, columns, None)?;
+    let test = open(&format!("{name}/{test}"), &split_files(dir, test)?, columns, Some(train.classes.clone()))?;
+    Ok(super::TransferData { classes: train.classes.clone(), train, test, ood: vec![] })
+}
