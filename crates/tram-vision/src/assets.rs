@@ -52,3 +52,18 @@ pub fn imagenet_class_names() -> Result<Vec<String>> {
     }
     Ok(names)
 }
+
+/// Adds what to do to an error about a cached asset that exists but does not read: fetch it again.
+pub fn corrupt_hint(e: Error) -> Error {
+    match e {
+        Error::Weights { path, message } | Error::Data { path, message } => {
+            let dir = path.parent().map_or_else(|| path.display().to_string(), |d| d.display().to_string());
+            let message = format!(
+                "{message}; the cached asset looks corrupt: delete {dir} and run `{}`",
+                crate::error::ASSETS_COMMAND
+            );
+            Error::Data { path, message }
+        }
+        other => other,
+    }
+}

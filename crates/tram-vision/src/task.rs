@@ -139,11 +139,12 @@ impl ImageClassifier {
                 config.bn_momentum = bn_momentum.unwrap_or(config.bn_momentum);
                 let net = EfficientNetLite::new(&vs.root(), config);
                 if *pretrained {
-                    let path = match weights {
-                        Some(p) => p.clone(),
-                        None => crate::assets::efficientnet_lite0_weights()?,
-                    };
-                    net.load_pretrained(&vs, &path)?;
+                    match weights {
+                        Some(p) => net.load_pretrained(&vs, p)?,
+                        None => net
+                            .load_pretrained(&vs, &crate::assets::efficientnet_lite0_weights()?)
+                            .map_err(crate::assets::corrupt_hint)?,
+                    }
                 }
                 (Network::EfficientNetLite(net), Normalization::MINUS_ONE_ONE)
             }

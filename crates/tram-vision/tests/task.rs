@@ -160,3 +160,22 @@ fn a_vit_snapshot_finetunes_with_a_new_head() {
         .all(|s| s.loss.is_finite() && s.divergence.unwrap() > 0.0 && (s.forward_passes, s.backward_passes) == (3, 2)));
     assert_eq!(r.epochs[0].in_domain.accuracy.total, 64);
 }
+
+#[test]
+fn a_corrupt_cached_asset_says_how_to_fetch_it_again() {
+    let cache = std::env::temp_dir().join(format!("tram-vision-corrupt-{}", std::process::id()));
+    let dir = cache.join("assets/efficientnet-lite0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("efficientnet-lite0.safetensors"), b"truncated").unwrap();
+    let err = tram_vision::assets::corrupt_hint(
+        tram_vision::efficientnet_lite::EfficientNetLite::new(
+            &tch::nn::VarStore::new(Device::Cpu).root(),
+            tram_vision::efficientnet_lite::EfficientNetLiteConfig::lite0(9),
+        )
+        .load_pretrained(&tch::nn::VarStore::new(Device::Cpu), &dir.join("efficientnet-lite0.safetensors"))
+        .unwrap_err(),
+    )
+    .to_string();
+    assert!(err.contains("efficientnet-lite0.safetensors") && err.contains("bash tools/assets.sh"), "{err}");
+    std::fs::remove_dir_all(&cache).ok();
+}

@@ -144,7 +144,7 @@ pub fn read_entries(style_dir: &Path) -> Result<Vec<EmojiEntry>> {
     let path = style_dir.join("emoji.json");
     let path = assets::require("emoji.json (npm emoji-datasource-*)", &path)?;
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|e| Error::Data { path, message: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| assets::corrupt_hint(Error::Data { path, message: e.to_string() }))
 }
 
 /// The category names, sorted (the class order), "Component" excluded.
