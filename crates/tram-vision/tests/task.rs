@@ -163,6 +163,7 @@ fn a_vit_snapshot_finetunes_with_a_new_head() {
 
 #[test]
 fn a_corrupt_cached_asset_says_how_to_fetch_it_again() {
+    let _rng = serial(); // building a network draws its initial weights
     let cache = std::env::temp_dir().join(format!("tram-vision-corrupt-{}", std::process::id()));
     let dir = cache.join("assets/efficientnet-lite0");
     std::fs::create_dir_all(&dir).unwrap();
