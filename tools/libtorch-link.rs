@@ -9,7 +9,9 @@ fn main() {
     // PyTorch's torch/version.py names the libtorch version; binaries report it (`tram doctor`, meta.json).
     let version = std::fs::read_to_string(std::path::Path::new(&lib).join("../version.py"))
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string())))
+        .and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string()))
+        })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=TRAM_LIBTORCH_VERSION={version}");
     if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
