@@ -23,7 +23,11 @@ pub struct Summary {
     pub device: String,
     pub steps: u64,
     pub skipped_steps: u64,
+    /// Mean pass-1 loss of the last epoch.
     pub final_train_loss: f64,
+    /// Pass-1 loss of the first and of the last step: with the epoch mean, a fingerprint of the loss curve.
+    pub first_step_loss: f64,
+    pub last_step_loss: f64,
     pub in_domain: String,
     pub in_domain_acc: f64,
     /// (set name, top-1 accuracy) of every out-of-domain set, final epoch.
@@ -170,6 +174,8 @@ impl RunDir {
             steps: result.steps.len() as u64,
             skipped_steps: (result.steps.len() - done.len()) as u64,
             final_train_loss: last.train_loss,
+            first_step_loss: result.steps.first().map_or(f64::NAN, |s| s.loss),
+            last_step_loss: result.steps.last().map_or(f64::NAN, |s| s.loss),
             in_domain: last.in_domain.set.clone(),
             in_domain_acc: last.in_domain.accuracy.top1(),
             ood_acc: last.ood.iter().map(|s| (s.set.clone(), s.accuracy.top1())).collect(),

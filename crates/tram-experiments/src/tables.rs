@@ -43,6 +43,8 @@ pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Res
         }
         push("ood_mean_acc".into(), s.ood_mean_acc);
         push("final_train_loss".into(), s.final_train_loss);
+        push("first_step_loss".into(), s.first_step_loss);
+        push("last_step_loss".into(), s.last_step_loss);
         push("forward_passes_per_step".into(), s.forward_passes_per_step);
         push("backward_passes_per_step".into(), s.backward_passes_per_step);
         push("extra_memory_bytes".into(), s.extra_memory_bytes as f64);
