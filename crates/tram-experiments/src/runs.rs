@@ -243,3 +243,60 @@ pub fn evals_frame(result: &RunResult) -> Result<DataFrame> {
         Column::new("examples".into(), n),
     ])?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(hash: &str) -> Summary {
+        Summary {
+            run_id: "sam-s0".into(),
+            method: "sam".into(),
+            seed: 0,
+            config_hash: hash.into(),
+            device: "Cpu".into(),
+            steps: 1,
+            skipped_steps: 0,
+            final_train_loss: 1.0,
+            first_step_loss: 1.0,
+            last_step_loss: 1.0,
+            in_domain: "test".into(),
+            in_domain_acc: 0.5,
+            ood_acc: vec![],
+            ood_mean_acc: 0.5,
+            forward_passes_per_step: 2.0,
+            backward_passes_per_step: 2.0,
+            param_bytes: 4,
+            extra_memory_bytes: 4,
+            train_seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn finished_runs_are_skipped_and_never_silently_replaced() {
+        let root = std::env::temp_dir().join(format!("tram-runs-{}", std::process::id()));
+        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
+        assert!(matches!(dir.state("aaaa", false).unwrap(), RunState::Todo), "no folder: to do");
+        std::fs::create_dir_all(&dir.dir).unwrap();
+        std::fs::write(dir.dir.join("steps.csv"), "step\n0\n").unwrap();
+        assert!(matches!(dir.state("aaaa", false).unwrap(), RunState::Todo), "no summary: interrupted, redo");
+        atomic::write_json(&dir.dir.join("summary.json"), &summary("aaaa")).unwrap();
+        assert!(matches!(dir.state("aaaa", false).unwrap(), RunState::Done(_)), "same config: skip");
+        let err = dir.state("bbbb", false).err().expect("a changed config must not be overwritten").to_string();
+        assert!(err.contains("--fresh"), "{err}");
+        assert!(dir.dir.join("summary.json").exists(), "the finished run is untouched");
+        assert!(matches!(dir.state("bbbb", true).unwrap(), RunState::Todo));
+        let kept: Vec<_> = std::fs::read_dir(dir.dir.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(kept.iter().any(|n| n.starts_with("sam-s0.old-")), "moved aside, not deleted: {kept:?}");
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn config_hash_tells_configs_apart() {
+        assert_eq!(config_hash("a = 1"), config_hash("a = 1"));
+        assert_ne!(config_hash("a = 1"), config_hash("a = 2"));
+    }
+}
