@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tram_core::{BaseConfig, LrSchedule, MethodConfig, OptimizerConfig};
 use tram_vision::data::emoji::EmojiConfig;
+use tram_vision::data::parquet::ParquetColumns;
 use tram_vision::data::{Augment, OnCorrupt};
 use tram_vision::task::{DeviceChoice, FinetuneConfig, ModelSpec};
 
@@ -36,6 +37,18 @@ pub struct ExperimentFile {
 pub enum DataSpec {
     /// The embedded default: emoji in four vendor styles (fetched by `just assets`).
     Emoji(EmojiConfig),
+    /// A Hugging Face image data set folder as the Hub stores it (parquet shards of `train` and `test`, image bytes
+    /// plus a label column): CIFAR-100 (`columns = { image = "img", label = "fine_label" }`), Stanford Cars,
+    /// Oxford Flowers. Fine-tune on `train_split`, test on `test_split`; no out-of-domain sets.
+    Parquet {
+        dir: PathBuf,
+        #[serde(default)]
+        columns: ParquetColumns,
+        #[serde(default = "train_split")]
+        train_split: String,
+        #[serde(default = "test_split")]
+        test_split: String,
+    },
     /// ImageFolder layouts (`<root>/<class>/<image>`): a training folder, an in-domain test folder, and any number
     /// of named out-of-domain test folders with the same class names.
     ImageFolder {
@@ -78,6 +91,14 @@ pub struct Profile {
 
 fn one() -> usize {
     1
+}
+
+fn train_split() -> String {
+    "train".into()
+}
+
+fn test_split() -> String {
+    "test".into()
 }
 
 pub struct Experiment {
@@ -192,5 +213,14 @@ mod tests {
         let p = exp.profile("quick", &["epochs=7".into(), "data.train_style=\"apple\"".into()]).unwrap();
         assert_eq!(p.epochs, 7);
         assert!(exp.profile("nope", &[]).unwrap_err().to_string().contains("no profile `nope`"));
+        let p = exp.profile("paper", &["data.columns.image=img".into(), "data.columns.label=fine_label".into()]).unwrap();
+        match p.data {
+            DataSpec::Parquet { columns, train_split, .. } => {
+                assert_eq!((columns.image.as_str(), columns.label.as_str(), train_split.as_str()), ("img", "fine_label", "train"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = exp.profile("paper", &["data={kind=\"image-folder\", train=\"/a\", test=\"/b\"}".into()]).unwrap();
+        assert!(matches!(p.data, DataSpec::ImageFolder { .. }));
     }
 }

@@ -24,6 +24,9 @@ pub struct SweepOptions {
 pub fn load_data(spec: &DataSpec) -> Result<TransferData> {
     Ok(match spec {
         DataSpec::Emoji(cfg) => tram_vision::data::emoji::load(cfg)?,
+        DataSpec::Parquet { dir, columns, train_split, test_split } => {
+            tram_vision::data::parquet::transfer_data(dir, columns, train_split, test_split)?
+        }
         DataSpec::ImageFolder { train, test, ood } => {
             let train = image_folder::open("train", train, None)?;
             let classes = train.classes.clone();
