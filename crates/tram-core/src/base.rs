@@ -239,16 +239,12 @@ impl BaseOptimizer {
             } else {
                 return Err(format!("optimizer state for parameter {i} is incomplete"));
             };
-            if self.state[i].is_empty() && !slots.is_empty() && steps[i] > 0 && self.uses_state_every_step() {
+            if self.state[i].is_empty() && !slots.is_empty() && steps[i] > 0 {
                 return Err(format!("optimizer state for parameter {i} is missing"));
             }
         }
         self.steps = steps;
         Ok(())
-    }
-
-    fn uses_state_every_step(&self) -> bool {
-        !self.config.slots().is_empty()
     }
 }
 

@@ -191,10 +191,6 @@ impl RunDir {
     }
 }
 
-fn opt(v: Option<f64>) -> Option<f64> {
-    v
-}
-
 /// One row per step.
 pub fn steps_frame(result: &RunResult) -> Result<DataFrame> {
     let s = &result.steps;
@@ -206,7 +202,7 @@ pub fn steps_frame(result: &RunResult) -> Result<DataFrame> {
         col_u("step", &|r| r.step),
         col_f("lr", &|r| Some(r.lr)),
         col_f("loss", &|r| Some(r.loss)),
-        col_f("perturbed_loss", &|r| opt(r.perturbed_loss)),
+        col_f("perturbed_loss", &|r| r.perturbed_loss),
         col_f("divergence", &|r| r.divergence),
         col_f("radius", &|r| r.radius),
         col_f("eps_norm", &|r| r.eps_norm),
