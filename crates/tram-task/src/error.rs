@@ -1,0 +1,29 @@
+//! One error type for the contract; task crates convert theirs into [`Error::Task`].
+
+/// What can go wrong in a task or the training loop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] tram_core::Error),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A setting that cannot work (zero epochs, an unknown device, ...).
+    #[error("{0}")]
+    Config(String),
+    #[error("missing asset {what}: {path} does not exist; fetch it with `{command}` (run in the repository root)", command = crate::assets::ASSETS_COMMAND)]
+    MissingAsset { what: String, path: std::path::PathBuf },
+    /// Weights that do not fit the model (names, shapes), from a file or another source.
+    #[error("weights {origin}: {message}")]
+    Weights { origin: String, message: String },
+    /// A task crate's own error (data, model files, assets).
+    #[error(transparent)]
+    Task(Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn config_err(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}

@@ -1,0 +1,54 @@
+//! # tram-task
+//!
+//! The contract between a task crate (tram-vision, tram-text) and the runner: what every fine-tuning task of the
+//! TRAM paper (arXiv 2310.03646 v2, §4) shares, and nothing about images, text or tables.
+//!
+//! - [`Task`]: describe, train one (method, seed), time the methods' steps; the runner holds a `Box<dyn Task>`;
+//! - [`RunSettings`]: the keys every experiment profile has, whatever the task;
+//! - [`Metric`], [`Domain`], [`Split`], [`Evaluation`]: one evaluation set's outcome, metric-neutral;
+//! - [`EpochEval`], [`RunResult`], [`Timing`]: what a run and a timing measurement produce;
+//! - [`train()`]: the one training loop over [`tram_core::StepDriver`] (per epoch: steps, then evaluation);
+//! - [`time_interleaved`]: the one step-timing loop (every method once per round, medians);
+//! - [`DeviceChoice`], and [`hash_unit`] / [`SplitMix64`] for deterministic splits and shuffles;
+//! - [`assets`] (the offline cache) and [`weights`] (named tensors into a var store), shared by the task crates.
+
+pub mod assets;
+mod device;
+mod error;
+mod metric;
+mod result;
+mod rng;
+mod timing;
+mod train;
+pub mod weights;
+
+pub use device::DeviceChoice;
+pub use error::{Error, Result};
+pub use metric::{Domain, Evaluation, Metric, Split};
+pub use result::{EpochEval, RunResult, Selection, Timing};
+pub use rng::{fnv1a, hash_unit, SplitMix64};
+pub use timing::time_interleaved;
+pub use train::{train, Checkpoints, EpochBatches, RunContext, RunSettings, TrainData};
+
+use tram_core::OptimizerConfig;
+
+/// A fine-tuning task of the paper: its data loaded once, then [`Task::run`] once per (method, seed).
+///
+/// Implementations build their model, hand [`train()`] their batches and their evaluation, and return what it
+/// returns; they add no optimizer logic.
+pub trait Task {
+    /// One line for the log: data sizes, evaluation sets and their domains.
+    fn describe(&self) -> String;
+
+    /// The metric the task's evaluations report.
+    fn metric(&self) -> Metric;
+
+    /// Optimizer steps of one epoch under these settings (after `max_train_batches` and accumulation).
+    fn steps_per_epoch(&self, run: &RunSettings) -> Result<usize>;
+
+    /// Fine-tunes with `run.optimizer` and evaluates after every epoch.
+    fn run(&self, run: &RunSettings, ctx: &mut RunContext<'_>) -> Result<RunResult>;
+
+    /// Step time of each optimizer configuration on one training batch, measured with [`time_interleaved`].
+    fn time_steps(&self, run: &RunSettings, methods: &[OptimizerConfig], rounds: usize) -> Result<Vec<Timing>>;
+}

@@ -1,0 +1,225 @@
+//! The one training loop (nanoGPT's `train.py` as a function): per epoch, [`StepDriver::step`] over the task's
+//! batches, then the task's evaluation; the reported epoch chosen by [`Selection`].
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tram_core::{Model, OptimizerConfig, StepDriver, StepReport};
+
+use crate::device::DeviceChoice;
+use crate::error::{config_err, Result};
+use crate::metric::Evaluation;
+use crate::result::{EpochEval, RunResult, Selection};
+
+/// The keys every experiment profile has, whatever the task; the task's own keys live in its config type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSettings {
+    /// Method, base optimizer, schedule (a schedule without `total_steps` gets the run's length), clipping,
+    /// m-sharpness, skip limit. Its `seed` is the run's seed: it seeds the task's initialisation, data order and
+    /// augmentation, and the driver's dropout and noise.
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub device: DeviceChoice,
+    pub epochs: usize,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Batches per optimizer step (gradient accumulation; with `m_sharpness`, one ascent per batch).
+    #[serde(default = "one")]
+    pub accumulate: usize,
+    /// Cap on training batches per epoch (quick runs); `None`: the whole training set.
+    #[serde(default)]
+    pub max_train_batches: Option<usize>,
+    /// Evaluate once before the first step (reported as epoch 0).
+    #[serde(default)]
+    pub eval_before_training: bool,
+    #[serde(default)]
+    pub selection: Selection,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl RunSettings {
+    pub fn new(optimizer: OptimizerConfig, epochs: usize, batch_size: usize) -> Self {
+        Self {
+            optimizer,
+            device: DeviceChoice::Auto,
+            epochs,
+            batch_size,
+            accumulate: 1,
+            max_train_batches: None,
+            eval_before_training: false,
+            selection: Selection::Last,
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.optimizer.seed
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 || self.accumulate == 0 {
+            return Err(config_err(format!(
+                "epochs, batch_size and accumulate must be at least 1 (got {}, {}, {})",
+                self.epochs, self.batch_size, self.accumulate
+            )));
+        }
+        if self.max_train_batches == Some(0) {
+            return Err(config_err("max_train_batches = 0 would train nothing; leave it out for whole epochs"));
+        }
+        Ok(())
+    }
+
+    /// Optimizer steps per epoch for a training set of `examples`: whole batches, capped by `max_train_batches`,
+    /// grouped `accumulate` to a step. An error when not one step fits.
+    pub fn steps_per_epoch(&self, examples: usize) -> Result<usize> {
+        self.validate()?;
+        let full = examples / self.batch_size;
+        let batches = self.max_train_batches.map_or(full, |m| m.min(full));
+        let steps = batches / self.accumulate;
+        if steps == 0 {
+            return Err(config_err(format!(
+                "the training set ({examples} examples) is smaller than one step of {} × {} examples",
+                self.accumulate, self.batch_size
+            )));
+        }
+        Ok(steps)
+    }
+}
+
+/// Periodic checkpoints of a run, so that a killed run resumes where it stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoints {
+    pub dir: PathBuf,
+    pub every_steps: u64,
+}
+
+/// How the runner follows and keeps a run: a callback per step, and where the selected model's weights go.
+pub struct RunContext<'a> {
+    pub on_step: &'a mut dyn FnMut(&StepReport),
+    /// Write the reported model's trainable parameters there (safetensors, Hugging Face-style names of the
+    /// task's model), e.g. for the sharpness and CKA analysis of Table 6.
+    pub save_model: Option<PathBuf>,
+}
+
+impl<'a> RunContext<'a> {
+    pub fn new(on_step: &'a mut dyn FnMut(&StepReport)) -> Self {
+        Self { on_step, save_model: None }
+    }
+}
+
+/// The batches of one epoch, in order.
+pub type EpochBatches<'a, B> = Box<dyn Iterator<Item = Result<B>> + 'a>;
+
+/// A task's training batches and evaluation, as [`train()`] asks for them.
+pub trait TrainData<M: Model> {
+    /// The training batches of `epoch` (1-based), from batch `start` on (0 from the beginning). Batch k of an
+    /// epoch is the same whatever `start` is, so a resumed run sees the data it would have seen.
+    fn epoch(&mut self, epoch: usize, start: usize) -> Result<EpochBatches<'_, M::Batch>>;
+
+    /// Every evaluation set, in eval mode without gradient.
+    fn evaluate(&mut self, model: &M) -> Result<Vec<Evaluation>>;
+}
+
+/// Fine-tunes `model` with `run.optimizer` for `run.epochs` epochs of `steps_per_epoch` steps, evaluating after
+/// each, and returns every step's report and evaluation. The schedule's length, if unset, is the run's.
+pub fn train<M: Model>(
+    model: &M,
+    run: &RunSettings,
+    steps_per_epoch: usize,
+    data: &mut dyn TrainData<M>,
+    ctx: &mut RunContext<'_>,
+) -> Result<RunResult> {
+    run.validate()?;
+    if steps_per_epoch == 0 {
+        return Err(config_err("an epoch of 0 steps trains nothing"));
+    }
+    let mut optimizer = run.optimizer.clone();
+    if optimizer.schedule.total_steps == 0 {
+        optimizer.schedule.total_steps = (steps_per_epoch * run.epochs) as u64;
+    }
+    let mut driver = StepDriver::new(model, optimizer)?;
+    let mut result = RunResult {
+        device: format!("{:?}", model.var_store().device()),
+        steps: Vec::new(),
+        epochs: Vec::new(),
+        selected: 0,
+        skipped_examples: Vec::new(),
+        param_bytes: driver.param_bytes(),
+        extra_memory_bytes: driver.extra_memory_bytes(),
+    };
+    let evaluate = |data: &mut dyn TrainData<M>, epoch, steps, train_loss, train_seconds, data_wait_seconds| {
+        let t = Instant::now();
+        let evals = data.evaluate(model)?;
+        Ok::<_, crate::Error>(EpochEval {
+            epoch,
+            steps,
+            train_loss,
+            train_seconds,
+            data_wait_seconds,
+            eval_seconds: t.elapsed().as_secs_f64(),
+            evals,
+        })
+    };
+    if run.eval_before_training {
+        result.epochs.push(evaluate(data, 0, 0, f64::NAN, 0.0, 0.0)?);
+    }
+    for epoch in 1..=run.epochs {
+        let start = Instant::now();
+        let (mut loss_sum, mut losses, mut wait) = (0.0, 0usize, 0.0);
+        let mut batches = data.epoch(epoch, 0)?;
+        'steps: for _ in 0..steps_per_epoch {
+            let mut micro = Vec::with_capacity(run.accumulate);
+            while micro.len() < run.accumulate {
+                let waited = Instant::now();
+                let next = batches.next();
+                wait += waited.elapsed().as_secs_f64();
+                match next {
+                    Some(b) => micro.push(b?),
+                    None => break 'steps,
+                }
+            }
+            let report = driver.step(model, &micro)?;
+            if !report.skipped {
+                loss_sum += report.loss;
+                losses += 1;
+            }
+            (ctx.on_step)(&report);
+            result.steps.push(report);
+        }
+        drop(batches);
+        let train_loss = if losses > 0 { loss_sum / losses as f64 } else { f64::NAN };
+        let train_seconds = start.elapsed().as_secs_f64();
+        result.epochs.push(evaluate(data, epoch, driver.steps_done(), train_loss, train_seconds, wait)?);
+        let selected = RunResult::select(&result.epochs, run.selection);
+        if selected == result.epochs.len() - 1 {
+            if let Some(path) = &ctx.save_model {
+                save_parameters(model, path)?;
+            }
+        }
+    }
+    result.selected = RunResult::select(&result.epochs, run.selection);
+    result.extra_memory_bytes = driver.extra_memory_bytes();
+    Ok(result)
+}
+
+/// The model's trainable parameters as safetensors, written beside `path` and renamed into place.
+fn save_parameters<M: Model>(model: &M, path: &std::path::Path) -> Result<()> {
+    let named: Vec<(String, tch::Tensor)> = model
+        .var_store()
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(n, t)| (n, t.detach()))
+        .collect();
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    tch::Tensor::write_safetensors(&named, &tmp)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

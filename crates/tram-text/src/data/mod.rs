@@ -1,0 +1,1 @@
+//! Text data sets of the language tasks, each read from the layout it ships in.

@@ -1,0 +1,42 @@
+//! Tokenizers from `tokenizer.json` through the Hugging Face `tokenizers` crate (no hand-written BPE or Unigram).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A `tokenizer.json` loaded with the `tokenizers` crate, and where it came from (for errors).
+pub struct TextTokenizer {
+    pub inner: tokenizers::Tokenizer,
+    pub path: PathBuf,
+}
+
+impl TextTokenizer {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| Error::Tokenizer { path: path.clone(), message: e.to_string() })?;
+        Ok(Self { inner, path })
+    }
+
+    /// Token ids of `text`; `special` adds the post-processor's special tokens (e.g. `<s> … </s>`).
+    pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, special)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of a sentence pair (`<s> A </s></s> B </s>` for XLM-R).
+    pub fn encode_pair(&self, a: &str, b: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode((a, b), true)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
