@@ -18,6 +18,7 @@ pub enum KsMethod {
     /// `"asymp"`: two-sided, `P(D_N ≥ d)` of the one-sample distribution ([`kstwo_sf`]) with
     /// `N = round(n₁n₂/(n₁+n₂))`; one-sided, Hodges' (1958) approximation (his eq. 5.3)
     /// `exp(−2z² − 2z(m + 2n)/(3√(mn(m+n))))`, `z = d √(mn/(m+n))`, `m ≥ n`.
+    /// As in SciPy, the two-sided p-value is NaN for `n₁ = n₂ = 1` (`N` rounds to 0).
     Asymp,
 }
 
