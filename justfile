@@ -9,6 +9,10 @@ export TRAM_CACHE := cache
 export LIBTORCH_USE_PYTORCH := "1"
 export PATH := cache / "venv/bin" + ":" + env_var("PATH")
 
+# The paper's tables this repository reproduces (experiments/<table>.toml), and those in the CI regression.
+tables := "table2 table3"
+regress_tables := "table2 table3"
+
 # Run every test of the workspace.
 default: test
 
@@ -20,21 +24,33 @@ setup:
 test: setup assets
     cargo test --workspace
 
-# Fetch the offline weights and images of the embedded experiments into the cache folder; idempotent.
-assets:
-    @bash tools/assets.sh
+# tram-core's tests alone (no assets needed): the inner loop when working on the optimizers.
+test-core: setup
+    cargo test -p tram-core
+
+# Formatting and lints, as CI runs them.
+lint: setup
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Fetch the offline weights and data of the embedded experiments into the cache folder; idempotent.
+assets *GROUPS:
+    @bash tools/assets.sh {{GROUPS}}
 
 # Build the `tram` runner (release).
 build: setup
     cargo build --release -p tram-experiments
 
-# Paper Table 2 on the embedded task (offline, CPU): results/table2-embedded.csv. Pass e.g. `--profile quick`.
-reproduce-table2 *ARGS: setup assets build
-    ./target/release/tram run experiments/table2.toml {{ARGS}}
+# One of the paper's tables on the embedded task (offline, CPU): `just reproduce table3 --profile quick`.
+reproduce TABLE *ARGS: setup assets build
+    @echo "{{tables}}" | tr ' ' '\n' | grep -qx "{{TABLE}}" || { echo "unknown table {{TABLE}}; expected one of: {{tables}}" >&2; exit 1; }
+    ./target/release/tram run experiments/{{TABLE}}.toml {{ARGS}}
+
+# Paper Table 2 (TRAM variants: passes, step time, memory) on the embedded task: results/table2-embedded.csv.
+reproduce-table2 *ARGS: (reproduce "table2" ARGS)
 
 # Paper Table 3 analogue (EfficientNet-Lite0 on emoji styles): results/table3-embedded.csv.
-reproduce-table3 *ARGS: setup assets build
-    ./target/release/tram run experiments/table3.toml {{ARGS}}
+reproduce-table3 *ARGS: (reproduce "table3" ARGS)
 
 # What this machine offers: libtorch, CUDA, assets.
 doctor: setup build
@@ -42,18 +58,18 @@ doctor: setup build
 
 # CI regression: the quick profiles, compared with committed expectations (tests/regression/).
 regress: regress-run
-    for t in table2 table3; do ./target/debug/tram check target/regress/$t-quick-long.csv tests/regression/$t-quick-long.csv; done
+    for t in {{regress_tables}}; do ./target/debug/tram check target/regress/$t-quick-long.csv tests/regression/$t-quick-long.csv; done
 
 # Accept the current quick-profile results as the new regression expectations (after a deliberate change).
 regress-update: regress-run
     mkdir -p tests/regression
-    cp target/regress/table2-quick-long.csv target/regress/table3-quick-long.csv tests/regression/
+    for t in {{regress_tables}}; do cp target/regress/$t-quick-long.csv tests/regression/; done
 
 [private]
 regress-run: setup assets
     cargo build -p tram-experiments
     rm -rf target/regress
-    for t in table2 table3; do ./target/debug/tram run experiments/$t.toml --profile quick --results target/regress --device cpu; done
+    for t in {{regress_tables}}; do ./target/debug/tram run experiments/$t.toml --profile quick --results target/regress --device cpu; done
 
 # Per-method step time and optimizer overhead (criterion).
 bench: setup

@@ -1,24 +1,25 @@
-//! Experiment files: one TOML per paper table, with profiles (`embedded`, `quick`, `paper`). Unknown keys are
-//! rejected with their name; `--set key=value` overrides any key of the chosen profile (e.g. paths to one's own
-//! downloads at paper scale).
+//! Experiment files: one TOML per paper table, with profiles (`embedded`, `quick`, `paper`). A profile holds the
+//! keys every task shares (methods, seeds, optimizer, schedule, epochs, batch size) and one `task` table that the
+//! task crate owns and checks; `extends = "embedded"` makes a profile a list of overrides, `unset = ["task.x"]`
+//! removes an inherited key. Unknown keys are rejected with their name; `--set key=value` overrides any key of
+//! the chosen profile (e.g. paths to one's own downloads at paper scale).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tram_core::{BaseConfig, LrSchedule, MethodConfig, OptimizerConfig};
-use tram_vision::data::emoji::EmojiConfig;
-use tram_vision::data::parquet::ParquetColumns;
-use tram_vision::data::{Augment, OnCorrupt};
-use tram_vision::task::{DeviceChoice, FinetuneConfig, ModelSpec};
+use tram_task::{DeviceChoice, RunSettings, Selection, Task};
 
-/// Which paper table an experiment produces.
+/// The table an experiment produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TableKind {
-    Table2,
-    Table3,
+    /// Table 2: each method's passes, step time and memory as measured, beside its outcome.
+    Variants,
+    /// Tables 3, 4 and 5: each method's metric in-domain and on every zero-shot set, mean over seeds.
+    Transfer,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,77 +29,78 @@ pub struct ExperimentFile {
     pub table: TableKind,
     pub description: String,
     pub default_profile: String,
+    /// The paper's own tables to show beside ours (files in `results/paper/`).
+    #[serde(default)]
+    pub paper: Vec<String>,
     pub profiles: BTreeMap<String, toml::Value>,
 }
 
-/// Where the images come from.
+/// The task of a profile: the one place that names the task kinds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum DataSpec {
-    /// The embedded default: emoji in four vendor styles (fetched by `just assets`).
-    Emoji(EmojiConfig),
-    /// A Hugging Face image data set folder as the Hub stores it (parquet shards of `train` and `test`, image bytes
-    /// plus a label column): CIFAR-100 (`columns = { image = "img", label = "fine_label" }`), Stanford Cars,
-    /// Oxford Flowers. Fine-tune on `train_split`, test on `test_split`; no out-of-domain sets.
-    Parquet {
-        dir: PathBuf,
-        #[serde(default)]
-        columns: ParquetColumns,
-        #[serde(default = "train_split")]
-        train_split: String,
-        #[serde(default = "test_split")]
-        test_split: String,
-    },
-    /// ImageFolder layouts (`<root>/<class>/<image>`): a training folder, an in-domain test folder, and any number
-    /// of named out-of-domain test folders with the same class names.
-    ImageFolder {
-        train: PathBuf,
-        test: PathBuf,
-        #[serde(default)]
-        ood: BTreeMap<String, PathBuf>,
-    },
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TaskSpec {
+    /// Cross-dataset image classification (Tables 2 and 3).
+    ImageTransfer(tram_vision::transfer::TransferConfig),
 }
 
-/// One profile of an experiment: the methods and seeds to run and the fine-tune each run does.
+impl TaskSpec {
+    /// Loads the task's data and files once for the whole sweep.
+    pub fn build(&self) -> Result<Box<dyn Task>> {
+        Ok(match self {
+            TaskSpec::ImageTransfer(c) => Box::new(c.build()?),
+        })
+    }
+
+    /// The spec with what cannot change a result set to a fixed value (decoding threads), for a run's identity.
+    pub fn identity(&self) -> TaskSpec {
+        match self {
+            TaskSpec::ImageTransfer(c) => {
+                TaskSpec::ImageTransfer(tram_vision::transfer::TransferConfig { workers: 1, ..c.clone() })
+            }
+        }
+    }
+}
+
+/// One profile of an experiment: the runs (methods × seeds) and the settings they share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub methods: Vec<MethodConfig>,
     pub seeds: Vec<u64>,
-    pub data: DataSpec,
-    pub model: ModelSpec,
-    pub base: BaseConfig,
-    /// `total_steps = 0` means "the run's length".
+    /// The base optimizer of every method (SGD for vision, Adam for language in the paper).
+    pub optimizer: BaseConfig,
+    /// Without `total_steps`, the schedule spans the run.
     pub schedule: LrSchedule,
     #[serde(default)]
     pub clip_grad_norm: Option<f64>,
-    pub image_size: u32,
+    #[serde(default)]
+    pub m_sharpness: bool,
+    #[serde(default = "five")]
+    pub max_consecutive_skips: u32,
     pub epochs: usize,
     pub batch_size: usize,
-    pub eval_batch_size: usize,
+    #[serde(default = "one")]
+    pub accumulate: usize,
     #[serde(default)]
     pub max_train_batches: Option<usize>,
+    /// Which epoch's model a run reports: `last` (vision, App. B.3) or `best-validation` (language, App. B.1).
     #[serde(default)]
-    pub augment: Option<Augment>,
-    #[serde(default = "one")]
-    pub workers: usize,
-    #[serde(default)]
-    pub on_corrupt: OnCorrupt,
-    /// Table 2: rounds of the interleaved step-time measurement (every method once per round).
+    pub selection: Selection,
+    /// Variants table: rounds of the interleaved step-time measurement (every method once per round).
     #[serde(default)]
     pub timing_rounds: Option<usize>,
+    /// Keep each run's trained parameters as `model.safetensors` in its folder (for the analyses of Table 6).
+    #[serde(default)]
+    pub keep_weights: bool,
+    pub task: TaskSpec,
 }
 
 fn one() -> usize {
     1
 }
 
-fn train_split() -> String {
-    "train".into()
-}
-
-fn test_split() -> String {
-    "test".into()
+fn five() -> u32 {
+    5
 }
 
 pub struct Experiment {
@@ -108,7 +110,8 @@ pub struct Experiment {
 
 impl Experiment {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading experiment file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading experiment file {}", path.display()))?;
         let file: ExperimentFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         if !file.profiles.contains_key(&file.default_profile) {
             bail!("{}: default_profile `{}` is not among its profiles", path.display(), file.default_profile);
@@ -120,78 +123,191 @@ impl Experiment {
         self.file.profiles.keys().map(String::as_str).collect()
     }
 
-    /// The named profile with `--set` overrides applied, checked.
-    pub fn profile(&self, name: &str, overrides: &[String]) -> Result<Profile> {
-        let mut value = self.file.profiles.get(name).cloned().ok_or_else(|| {
+    fn where_(&self, name: &str) -> String {
+        format!("{} [profiles.{name}]", self.path.display())
+    }
+
+    /// The profile's table with `extends` resolved (the base first, this profile's keys merged over it, then
+    /// `unset` applied).
+    fn resolved(&self, name: &str, seen: &mut Vec<String>) -> Result<toml::Table> {
+        let value = self.file.profiles.get(name).ok_or_else(|| {
             anyhow!("{}: no profile `{name}` (it has: {})", self.path.display(), self.profile_names().join(", "))
         })?;
+        if seen.iter().any(|s| s == name) {
+            bail!("{}: profiles extend each other in a circle: {} -> {name}", self.path.display(), seen.join(" -> "));
+        }
+        seen.push(name.to_string());
+        let mut own = value.as_table().cloned().ok_or_else(|| anyhow!("{}: not a table", self.where_(name)))?;
+        let mut table = match own.remove("extends") {
+            None => toml::Table::new(),
+            Some(toml::Value::String(base)) => self.resolved(&base, seen)?,
+            Some(other) => bail!("{}: `extends` must name a profile, got {other}", self.where_(name)),
+        };
+        let unset = match own.remove("unset") {
+            None => vec![],
+            Some(toml::Value::Array(keys)) => keys
+                .into_iter()
+                .map(|k| k.as_str().map(str::to_string).ok_or_else(|| anyhow!("`unset` holds key names")))
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| self.where_(name))?,
+            Some(other) => bail!("{}: `unset` must be a list of keys, got {other}", self.where_(name)),
+        };
+        merge(&mut table, own);
+        for key in unset {
+            remove_key(&mut table, &key).with_context(|| format!("{}: unset", self.where_(name)))?;
+        }
+        Ok(table)
+    }
+
+    /// The named profile with `--set` overrides applied, checked: every key known, every method valid, every run
+    /// id unique.
+    pub fn profile(&self, name: &str, overrides: &[String]) -> Result<Profile> {
+        let mut table = self.resolved(name, &mut vec![])?;
         for o in overrides {
-            apply_override(&mut value, o)?;
+            apply_override(&mut table, o)?;
         }
-        let profile: Profile = value
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow!("{} [profiles.{name}]: {e}", self.path.display()))?;
-        if profile.methods.is_empty() || profile.seeds.is_empty() {
-            bail!("{} [profiles.{name}]: needs at least one method and one seed", self.path.display());
-        }
-        for m in &profile.methods {
-            m.build().with_context(|| format!("{} [profiles.{name}]", self.path.display()))?;
-        }
+        let profile: Profile =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow!("{}: {e}", self.where_(name)))?;
+        profile.validate().with_context(|| self.where_(name))?;
         Ok(profile)
     }
 }
 
-/// `a.b.c=value`: value parsed as TOML (number, bool, string, array), or taken as a plain string.
-fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
+/// `over` merged into `base`: tables key by key, every other value replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn key_parts(key: &str) -> Result<Vec<&str>> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if key.is_empty() || parts.iter().any(|p| p.trim().is_empty()) {
+        bail!("`{key}` is not a key path (expected e.g. `epochs` or `task.data.dir`)");
+    }
+    Ok(parts)
+}
+
+fn remove_key(table: &mut toml::Table, key: &str) -> Result<()> {
+    let parts = key_parts(key)?;
+    let mut node = table;
+    for part in &parts[..parts.len() - 1] {
+        node = node.get_mut(*part).and_then(toml::Value::as_table_mut).ok_or_else(|| anyhow!("no key `{key}`"))?;
+    }
+    node.remove(parts[parts.len() - 1]).map(|_| ()).ok_or_else(|| anyhow!("no key `{key}`"))
+}
+
+/// `a.b.c=value`: value parsed as TOML (number, bool, string, array, inline table), or taken as a plain string.
+fn apply_override(root: &mut toml::Table, spec: &str) -> Result<()> {
     let (key, raw) = spec.split_once('=').ok_or_else(|| anyhow!("--set expects key=value, got `{spec}`"))?;
+    let parts = key_parts(key.trim()).with_context(|| format!("--set {spec}"))?;
     let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let mut node = root;
-    let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let table = node.as_table_mut().ok_or_else(|| anyhow!("--set {key}: `{}` is not a table", parts[..i].join(".")))?;
         if i + 1 == parts.len() {
-            table.insert(part.to_string(), value);
+            node.insert(part.to_string(), value);
             return Ok(());
         }
-        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        node = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("--set {spec}: `{}` is not a table", parts[..=i].join(".")))?;
     }
-    unreachable!()
+    unreachable!("a key path has at least one part")
 }
 
 impl Profile {
-    /// The fine-tune configuration of one run.
-    pub fn finetune(&self, method: &MethodConfig, seed: u64, device: DeviceChoice) -> FinetuneConfig {
-        let mut optimizer = OptimizerConfig::new(method.clone(), self.base.clone(), self.schedule.clone());
+    fn validate(&self) -> Result<()> {
+        if self.methods.is_empty() || self.seeds.is_empty() {
+            bail!("needs at least one method and one seed");
+        }
+        let mut seeds = BTreeSet::new();
+        if let Some(s) = self.seeds.iter().find(|s| !seeds.insert(**s)) {
+            bail!("seed {s} is listed twice: a seed makes one run per method");
+        }
+        let mut ids = BTreeSet::new();
+        for m in &self.methods {
+            m.build()?;
+            if !ids.insert(method_id(m)) {
+                bail!("method `{}` is listed twice with the same settings: the runs would collide", method_id(m));
+            }
+        }
+        self.run_settings(&self.methods[0], self.seeds[0], DeviceChoice::Cpu).validate()?;
+        // The schedule's length is the run's unless given; the sweep checks it again once that is known.
+        let mut schedule = self.schedule.clone();
+        if schedule.total_steps == 0 {
+            schedule.total_steps = schedule.warmup_steps + 1;
+        }
+        schedule.validate()?;
+        Ok(())
+    }
+
+    /// The settings of one run.
+    pub fn run_settings(&self, method: &MethodConfig, seed: u64, device: DeviceChoice) -> RunSettings {
+        let mut optimizer = OptimizerConfig::new(method.clone(), self.optimizer.clone(), self.schedule.clone());
         optimizer.clip_grad_norm = self.clip_grad_norm;
-        FinetuneConfig {
-            model: self.model.clone(),
+        optimizer.m_sharpness = self.m_sharpness;
+        optimizer.max_consecutive_skips = self.max_consecutive_skips;
+        optimizer.seed = seed;
+        RunSettings {
             optimizer,
-            image_size: self.image_size,
+            device,
             epochs: self.epochs,
             batch_size: self.batch_size,
-            eval_batch_size: self.eval_batch_size,
+            accumulate: self.accumulate,
             max_train_batches: self.max_train_batches,
-            augment: self.augment,
-            seed,
-            device,
-            workers: self.workers,
-            on_corrupt: self.on_corrupt,
             eval_before_training: false,
+            selection: self.selection,
         }
     }
+
+    /// Every run of the profile, method by method.
+    pub fn runs(&self) -> Vec<(MethodConfig, u64)> {
+        self.methods.iter().flat_map(|m| self.seeds.iter().map(move |&s| (m.clone(), s))).collect()
+    }
+}
+
+/// A method entry's readable identity: its name, then each hyperparameter it sets (`sam`, `sam-rho0.1`).
+pub fn method_id(method: &MethodConfig) -> String {
+    let value = toml::Value::try_from(method).expect("a method config serialises");
+    let mut id = method.name.as_str().to_string();
+    if let Some(table) = value.as_table() {
+        for (k, v) in table.iter().filter(|(k, _)| k.as_str() != "name") {
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            id.push_str(&format!("-{k}{v}"));
+        }
+    }
+    id
+}
+
+/// The run folder's name: the method's identity and the seed (`tram-prev-s0`, `sam-rho0.1-s2`).
+pub fn run_id(method: &MethodConfig, seed: u64) -> String {
+    format!("{}-s{seed}", method_id(method))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn experiments() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments")
+    }
+
     #[test]
     fn shipped_experiments_parse_in_every_profile() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
-        for entry in std::fs::read_dir(&dir).unwrap() {
+        for entry in std::fs::read_dir(experiments()).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let exp = Experiment::load(&path).unwrap();
@@ -204,23 +320,41 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_overrides_are_named() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table3.toml");
-        let exp = Experiment::load(&path).unwrap();
-        let err = format!("{:#}", exp.profile("quick", &["epochs_typo=3".into()]).unwrap_err());
-        assert!(err.contains("unknown field `epochs_typo`"), "{err}");
-        let err = format!("{:#}", exp.profile("quick", &["methods=[{name = \"sam\", rho = -1.0}]".into()]).unwrap_err());
-        assert!(err.contains("rho must be finite and >= 0"), "{err}");
-        let p = exp.profile("quick", &["epochs=7".into(), "data.train_style=\"apple\"".into()]).unwrap();
+        let exp = Experiment::load(&experiments().join("table3.toml")).unwrap();
+        let err = |o: &str| format!("{:#}", exp.profile("quick", &[o.to_string()]).unwrap_err());
+        assert!(err("epochs_typo=3").contains("unknown field `epochs_typo`"));
+        assert!(err("methods=[{name = \"sam\", rho = -1.0}]").contains("rho must be finite and >= 0"));
+        assert!(err("task.image_sise=3").contains("unknown field `image_sise`"));
+        assert!(err("=3").contains("is not a key path"));
+        assert!(err("task..x=1").contains("is not a key path"));
+        assert!(err("epochs").contains("--set expects key=value"));
+        assert!(err("epochs.x=1").contains("`epochs` is not a table"));
+        assert!(err("seeds=[0, 0]").contains("seed 0 is listed twice"));
+        assert!(err("methods=[{name = \"sam\"}, {name = \"sam\"}]").contains("listed twice"));
+        assert!(err("max_train_batches=0").contains("max_train_batches = 0"));
+        let p = exp.profile("quick", &["epochs=7".into(), "task.data.train_style=\"apple\"".into()]).unwrap();
         assert_eq!(p.epochs, 7);
         assert!(exp.profile("nope", &[]).unwrap_err().to_string().contains("no profile `nope`"));
-        let p = exp.profile("paper", &["data.columns.image=img".into(), "data.columns.label=fine_label".into()]).unwrap();
-        match p.data {
-            DataSpec::Parquet { columns, train_split, .. } => {
-                assert_eq!((columns.image.as_str(), columns.label.as_str(), train_split.as_str()), ("img", "fine_label", "train"))
-            }
-            other => panic!("{other:?}"),
-        }
-        let p = exp.profile("paper", &["data={kind=\"image-folder\", train=\"/a\", test=\"/b\"}".into()]).unwrap();
-        assert!(matches!(p.data, DataSpec::ImageFolder { .. }));
+    }
+
+    #[test]
+    fn extends_merges_tables_and_unset_removes_keys() {
+        let exp = Experiment::load(&experiments().join("table3.toml")).unwrap();
+        let (embedded, quick) = (exp.profile("embedded", &[]).unwrap(), exp.profile("quick", &[]).unwrap());
+        assert_eq!(embedded.optimizer, quick.optimizer, "inherited");
+        let (TaskSpec::ImageTransfer(e), TaskSpec::ImageTransfer(q)) = (&embedded.task, &quick.task);
+        assert_eq!((e.image_size, q.image_size), (64, 32), "overridden inside the task table");
+        assert_eq!(e.data, q.data, "the rest of the task table is inherited");
+        assert!(e.augment.is_some() && q.augment.is_none(), "unset removes an inherited key");
+    }
+
+    #[test]
+    fn two_entries_of_a_method_get_distinct_readable_ids() {
+        let sam: MethodConfig = toml::from_str("name = \"sam\"").unwrap();
+        let sam01: MethodConfig = toml::from_str("name = \"sam\"\nrho = 0.1").unwrap();
+        let tram: MethodConfig = toml::from_str("name = \"tram-x\"\nsigma = 0.02\nnoise = \"uniform\"").unwrap();
+        assert_eq!(run_id(&sam, 0), "sam-s0");
+        assert_eq!(run_id(&sam01, 3), "sam-rho0.1-s3");
+        assert_eq!(run_id(&tram, 1), "tram-x-noiseuniform-sigma0.02-s1", "keys in name order");
     }
 }

@@ -4,9 +4,10 @@ mod atomic;
 mod compare;
 mod doctor;
 mod experiment;
+mod meta;
 mod plot;
+mod report;
 mod runs;
-mod stats;
 mod sweep;
 mod tables;
 
@@ -14,19 +15,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tram_vision::task::DeviceChoice;
+use tram_task::DeviceChoice;
 
 use crate::experiment::{Experiment, TableKind};
 use crate::sweep::SweepOptions;
 
-pub const TCH_VERSION: &str = "0.24.0";
-pub const LIBTORCH_VERSION: &str = match option_env!("TRAM_LIBTORCH_VERSION") {
-    Some(v) => v,
-    None => "unknown",
-};
-
 #[derive(Parser)]
-#[command(name = "tram", version, about = "Reproduce the TRAM paper's tables (Trust Region Aware Minimization, ICLR 2024)")]
+#[command(
+    name = "tram",
+    version,
+    about = "Reproduce the TRAM paper's tables (Trust Region Aware Minimization, ICLR 2024)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +40,7 @@ enum Command {
         /// embedded (default: offline, CPU-sized), quick (a CI-sized subset) or paper (your own downloads, a GPU).
         #[arg(long)]
         profile: Option<String>,
-        /// Override a key of the profile, e.g. --set model.dir=/data/vit-base-patch16-224 (repeatable).
+        /// Override a key of the profile, e.g. --set task.model.dir=/data/vit-base-patch16-224 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
         /// auto (CUDA if libtorch sees one), cpu, cuda or cuda:N.
@@ -53,28 +52,32 @@ enum Command {
         /// Where the paper's own tables are.
         #[arg(long, default_value = "results/paper")]
         paper: PathBuf,
-        /// Move finished runs whose configuration changed aside instead of stopping.
+        /// Move finished runs whose configuration changed (or whose summary does not read) aside and run them again.
         #[arg(long)]
         fresh: bool,
     },
-    /// Compare methods across runs from tidy CSVs (the *-long.csv files): mean, 95% CI and n per metric.
+    /// Compare methods across runs from tidy CSVs (the *-long.csv files): mean, 95% CI and n per metric and set.
     Compare {
         csv: Vec<PathBuf>,
         /// Only metrics containing this text.
         #[arg(long)]
         metric: Option<String>,
     },
-    /// Check a tidy CSV against an expected one within tolerances (the CI regression check).
-    Check {
-        actual: PathBuf,
-        expected: PathBuf,
-        /// Absolute tolerance for accuracies (fractions; 0.005 is about 2 of 382 images). CPU runs repeat bit
-        /// for bit on one machine; the tolerance absorbs libtorch kernel differences between CPUs.
-        #[arg(long, default_value_t = 0.005)]
-        acc_tol: f64,
-        /// Relative tolerance for losses (first step, last step, epoch mean).
-        #[arg(long, default_value_t = 1e-3)]
-        loss_tol: f64,
+    /// Check a tidy CSV against expectations, each row within its own tolerance (the CI regression check).
+    Check { actual: PathBuf, expected: PathBuf },
+    /// Write regression expectations from a calibration sweep over several seeds: the rows of one seed with
+    /// tolerances (exact counts, the first steps to rounding, outcomes to their seed spread).
+    Expectations {
+        /// The calibration sweep's long CSV (the same profile run with several seeds).
+        calibration: PathBuf,
+        /// The seed the regression runs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Smallest tolerance of an outcome, relative to its value.
+        #[arg(long, default_value_t = 1e-6)]
+        floor: f64,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// libtorch version, CUDA devices, and which offline assets are present.
     Doctor,
@@ -86,13 +89,26 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    if let Err(e) = real_main() {
+    polars_display_defaults();
+    let result = match Cli::parse().command {
+        Command::Run { experiment, profile, overrides, device, results, paper, fresh } => {
+            run(&experiment, profile, &overrides, &device, results, &paper, fresh)
+        }
+        Command::Compare { csv, metric } => compare::compare(&csv, metric.as_deref()),
+        Command::Check { actual, expected } => compare::check(&actual, &expected),
+        Command::Expectations { calibration, seed, floor, out } => {
+            compare::expectations(&calibration, seed, floor, &out)
+        }
+        Command::Doctor => doctor::doctor(),
+    };
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn real_main() -> Result<()> {
+/// Tables printed whole, without column types.
+fn polars_display_defaults() {
     for (k, v) in [
         ("POLARS_FMT_MAX_COLS", "-1"),
         ("POLARS_FMT_MAX_ROWS", "-1"),
@@ -105,56 +121,44 @@ fn real_main() -> Result<()> {
             std::env::set_var(k, v);
         }
     }
-    match Cli::parse().command {
-        Command::Run { experiment, profile, overrides, device, results, paper, fresh } => {
-            let exp = Experiment::load(&experiment)?;
-            let profile_name = profile.unwrap_or_else(|| exp.file.default_profile.clone());
-            let profile = exp.profile(&profile_name, &overrides)?;
-            let device = DeviceChoice::parse(&device)?;
-            let opts = SweepOptions { results: results.clone(), profile: profile_name.clone(), device, fresh };
-            tracing::info!("{}: {} (profile {profile_name})", exp.file.name, exp.file.description);
-            let data = sweep::load_data(&profile.data).context("loading the data set")?;
-            tracing::info!(
-                "data: {} training images, {} in-domain test, OOD sets {:?}, {} classes",
-                data.train.len(),
-                data.test.len(),
-                data.ood.iter().map(|d| format!("{} ({})", d.name, d.len())).collect::<Vec<_>>(),
-                data.classes.len()
-            );
-            let summaries = sweep::run_profile(&exp, &profile, &opts, &data)?;
-            let stem = format!("{}-{profile_name}", exp.file.name);
-            let mut long = tables::long_frame(&exp.file.name, &profile_name, &summaries)?;
-            atomic::write_csv(&results.join(format!("{stem}-long.csv")), &mut long)?;
-            let mut table = match exp.file.table {
-                TableKind::Table2 => {
-                    let rounds = profile.timing_rounds.unwrap_or(10);
-                    tracing::info!("timing: {rounds} interleaved rounds of one step per method");
-                    let timings = sweep::measure_timing(&profile, &data, device, rounds)?;
-                    tables::table2(&timings, &summaries, &profile.base, &paper)?
-                }
-                TableKind::Table3 => {
-                    let labels: Vec<String> = profile.methods.iter().map(|m| tables::label(m, &profile.base)).collect();
-                    let names: Vec<&str> = profile.methods.iter().map(|m| m.name.as_str()).collect();
-                    let stem = results.join(&stem);
-                    let title = format!("{} ({profile_name}): top-1 accuracy, mean ± 95% CI over seeds", exp.file.name);
-                    if plot::accuracy_plot(&stem, &title, &plot::series(&labels, &names, &summaries))? {
-                        println!("wrote {} and {}", stem.with_extension("png").display(), stem.with_extension("svg").display());
-                    }
-                    tables::table3(&profile.methods, &summaries, &profile.base, &paper)?
-                }
-            };
-            let out = results.join(format!("{stem}.csv"));
-            atomic::write_csv(&out, &mut table)?;
-            let shown = match exp.file.table {
-                TableKind::Table2 => tables::printable(&table, &tables::TABLE2_PRINT)?,
-                TableKind::Table3 => table.clone(),
-            };
-            println!("{shown}");
-            println!("wrote {} and {}", out.display(), results.join(format!("{stem}-long.csv")).display());
-            Ok(())
+}
+
+/// `tram run`: check the sweep, run what is not finished, measure step times (variants), write the tables.
+fn run(
+    experiment: &std::path::Path,
+    profile: Option<String>,
+    overrides: &[String],
+    device: &str,
+    results: PathBuf,
+    paper: &std::path::Path,
+    fresh: bool,
+) -> Result<()> {
+    let exp = Experiment::load(experiment)?;
+    let profile_name = profile.unwrap_or_else(|| exp.file.default_profile.clone());
+    let profile = exp.profile(&profile_name, overrides)?;
+    let device = DeviceChoice::parse(device)?;
+    tracing::info!("{}: {} (profile {profile_name})", exp.file.name, exp.file.description);
+    let task = profile.task.build().context("loading the task")?;
+    tracing::info!("task: {}", task.describe());
+    let opts = SweepOptions { results: results.clone(), profile: profile_name.clone(), device, fresh };
+    let summaries = sweep::run_profile(&exp, &profile, &opts, task.as_ref())?;
+    let first_run = profile.run_settings(&profile.methods[0], profile.seeds[0], device);
+    let timings = match exp.file.table {
+        TableKind::Variants => {
+            Some(sweep::measure_timing(&profile, task.as_ref(), device, profile.timing_rounds.unwrap_or(10))?)
         }
-        Command::Compare { csv, metric } => compare::compare(&csv, metric.as_deref()),
-        Command::Check { actual, expected, acc_tol, loss_tol } => compare::check(&actual, &expected, acc_tol, loss_tol),
-        Command::Doctor => doctor::doctor(),
-    }
+        TableKind::Transfer => None,
+    };
+    let runs_dir = results.join("runs").join(&exp.file.name).join(&profile_name);
+    let pretrained = report::pretrained(&runs_dir, &profile, Some(task.as_ref()), &first_run)?;
+    let input = report::ReportInput {
+        exp: &exp,
+        profile_name: &profile_name,
+        profile: &profile,
+        results: &results,
+        paper_dir: paper,
+        timings,
+        pretrained,
+    };
+    report::write(input, &summaries)
 }

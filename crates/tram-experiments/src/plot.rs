@@ -1,5 +1,5 @@
-//! Table 3's plot: top-1 accuracy per method, in-domain and mean out-of-domain, each with its 95% confidence
-//! interval, as PNG and SVG. Text uses DejaVu Sans from the system (Debian's fonts-dejavu-core); without it the
+//! The transfer tables' plot: each method's metric in-domain and averaged over the zero-shot sets, each with its
+//! 95% confidence interval over seeds, as PNG and SVG; the axis says the metric and its direction. Text uses DejaVu Sans from the system (Debian's fonts-dejavu-core); without it the
 //! plot is skipped with a warning, the table is unaffected.
 
 use std::path::Path;
@@ -8,10 +8,12 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use crate::runs::Summary;
-use crate::stats::{ci95, mean};
+use tram_task::Metric;
 
-const FONT_PATHS: [&str; 2] = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];
+use crate::runs::Summary;
+
+const FONT_PATHS: [&str; 2] =
+    ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];
 
 fn register() -> bool {
     static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -23,21 +25,33 @@ fn register() -> bool {
     })
 }
 
-/// (label, in-domain values, OOD-mean values) per method.
+/// (label, in-domain values, zero-shot-mean values) per method, as the metric is shown (accuracy in %).
 pub type Series = Vec<(String, Vec<f64>, Vec<f64>)>;
 
-pub fn series(labels: &[String], methods: &[&str], summaries: &[Summary]) -> Series {
-    labels
+/// The series of each (label, method id) from the runs.
+pub fn series(entries: &[(String, String)], metric: Metric, summaries: &[Summary]) -> Series {
+    entries
         .iter()
-        .zip(methods)
-        .map(|(l, m)| {
-            let runs: Vec<&Summary> = summaries.iter().filter(|s| s.method == *m).collect();
-            (l.clone(), runs.iter().map(|s| 100.0 * s.in_domain_acc).collect(), runs.iter().map(|s| 100.0 * s.ood_mean_acc).collect())
+        .map(|(label, id)| {
+            let runs: Vec<&Summary> = summaries.iter().filter(|s| &s.method_id == id).collect();
+            let in_domain = runs.iter().filter_map(|s| s.in_domain()).map(|e| metric.shown(e.value)).collect();
+            let zs = runs.iter().map(|s| metric.shown(s.zero_shot_mean())).filter(|v| v.is_finite()).collect();
+            (label.clone(), in_domain, zs)
         })
         .collect()
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, title: &str, data: &Series) -> Result<()>
+fn mean_ci(v: &[f64]) -> (f64, f64) {
+    let ci = tram_stats::ci95_half_width(v);
+    (tram_stats::mean(v), if ci.is_nan() { 0.0 } else { ci })
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    metric: Metric,
+    data: &Series,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -66,22 +80,25 @@ where
             }
         })
         .x_label_style(("sans-serif", 13))
-        .y_desc("top-1 accuracy (%)")
+        .y_desc(format!("{} {}", metric.label(), metric.arrow()))
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
-    for (k, (name, color, shift)) in [("in-domain", BLUE, -0.12), ("OOD mean", RED, 0.12)].into_iter().enumerate() {
+    for (k, (name, color, shift)) in [("in-domain", BLUE, -0.12), ("zero-shot mean", RED, 0.12)].into_iter().enumerate()
+    {
         let pts: Vec<(f64, f64, f64)> = data
             .iter()
             .enumerate()
+            .filter(|(_, (_, a, b))| !(if k == 0 { a } else { b }).is_empty())
             .map(|(i, (_, a, b))| {
-                let v = if k == 0 { a } else { b };
-                let ci = ci95(v);
-                (i as f64 + shift, mean(v), if ci.is_nan() { 0.0 } else { ci })
+                let (m, ci) = mean_ci(if k == 0 { a } else { b });
+                (i as f64 + shift, m, ci)
             })
             .collect();
         for &(x, y, ci) in &pts {
-            chart.draw_series(LineSeries::new([(x, y - ci), (x, y + ci)], color.stroke_width(2))).map_err(|e| anyhow!("{e:?}"))?;
+            chart
+                .draw_series(LineSeries::new([(x, y - ci), (x, y + ci)], color.stroke_width(2)))
+                .map_err(|e| anyhow!("{e:?}"))?;
         }
         chart
             .draw_series(pts.iter().map(|&(x, y, _)| Circle::new((x, y), 4, color.filled())))
@@ -101,15 +118,26 @@ where
     Ok(())
 }
 
-/// Writes `<stem>.png` and `<stem>.svg`; returns false (after a warning) when no font is available.
-pub fn accuracy_plot(stem: &Path, title: &str, data: &Series) -> Result<bool> {
+/// Writes `<stem>.png` and `<stem>.svg` (each atomically); returns false (after a warning) when no font is
+/// available.
+pub fn transfer_plot(stem: &Path, title: &str, metric: Metric, data: &Series) -> Result<bool> {
     if !register() {
         tracing::warn!("no DejaVu Sans font found ({}); skipping the plot", FONT_PATHS.join(", "));
         return Ok(false);
     }
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    draw(BitMapBackend::new(&png, (900, 560)).into_drawing_area(), title, data)?;
-    draw(SVGBackend::new(&svg, (900, 560)).into_drawing_area(), title, data)?;
+    let width = (140 * data.len() as u32).clamp(900, 1800);
+    crate::atomic::write_with(&stem.with_extension("png"), |tmp| {
+        // The bitmap backend picks the encoder from the extension.
+        let png = tmp.with_extension("png");
+        let drawn = draw(BitMapBackend::new(&png, (width, 560)).into_drawing_area(), title, metric, data)
+            .and_then(|()| Ok(std::fs::rename(&png, tmp)?));
+        if drawn.is_err() {
+            std::fs::remove_file(&png).ok();
+        }
+        drawn
+    })?;
+    crate::atomic::write_with(&stem.with_extension("svg"), |tmp| {
+        draw(SVGBackend::new(tmp, (width, 560)).into_drawing_area(), title, metric, data)
+    })?;
     Ok(true)
 }

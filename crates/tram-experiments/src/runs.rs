@@ -1,7 +1,7 @@
-//! Run folders: `results/runs/<experiment>/<profile>/<method>-s<seed>/` hold the resolved config, `meta.json`,
-//! `steps.csv`, `evals.csv` and, written last, `summary.json`, which marks the run as finished. Every file is
-//! written atomically. A sweep started again skips finished runs whose config is unchanged, redoes unfinished
-//! ones, and refuses (with the way out) to overwrite a finished run whose config changed.
+//! Run folders: `results/runs/<experiment>/<profile>/<run-id>/` hold the resolved config, `meta.json`,
+//! `steps.csv`, `evals.csv`, `examples.csv` and, written last, `summary.json`, which marks the run as finished.
+//! Every file is written atomically. A sweep started again skips finished runs whose identity is unchanged, redoes
+//! unfinished ones, and refuses — naming the keys that differ — to overwrite a finished run whose identity changed.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,35 +9,109 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
-use tram_vision::task::{FinetuneConfig, RunResult};
+use tram_core::{MethodConfig, StepReport};
+use tram_task::{Domain, Evaluation, Metric, RunResult, RunSettings, Split};
 
 use crate::atomic;
+use crate::experiment::TaskSpec;
 
-/// What `summary.json` holds: the run's outcome in a few numbers.
+/// Everything that defines one run, as written to `config.resolved.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub run: RunSettings,
+    pub task: TaskSpec,
+}
+
+impl RunConfig {
+    /// What can change the run's result: everything but the device choice and the task's decoding threads.
+    pub fn identity(&self) -> toml::Value {
+        let mut run = self.run.clone();
+        run.device = tram_task::DeviceChoice::Auto;
+        toml::Value::try_from(RunConfig { run, task: self.task.identity() }).expect("a run config serialises")
+    }
+
+    pub fn hash(&self) -> String {
+        let text = toml::to_string(&self.identity()).expect("a run config serialises");
+        format!("{:016x}", tram_task::fnv1a(0, text.as_bytes()))
+    }
+}
+
+/// Keys whose values differ between two identities, as `key: old → new` (at most `limit`).
+pub fn differences(old: &toml::Value, new: &toml::Value, limit: usize) -> Vec<String> {
+    fn walk(prefix: &str, old: Option<&toml::Value>, new: Option<&toml::Value>, out: &mut Vec<String>) {
+        match (old, new) {
+            (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for k in keys {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&p, a.get(k), b.get(k), out);
+                }
+            }
+            (a, b) if a != b => {
+                let show = |v: Option<&toml::Value>| v.map_or_else(|| "(absent)".to_string(), |v| v.to_string());
+                out.push(format!("{prefix}: {} → {}", show(a), show(b)));
+            }
+            _ => {}
+        }
+    }
+    let mut out = vec![];
+    walk("", Some(old), Some(new), &mut out);
+    out.truncate(limit);
+    out
+}
+
+/// What `summary.json` holds: a finished run's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub run_id: String,
-    pub method: String,
+    /// The method entry's identity (`sam`, `sam-rho0.1`): runs of one entry differ by seed only.
+    pub method_id: String,
+    pub method: MethodConfig,
     pub seed: u64,
     pub config_hash: String,
     pub device: String,
+    pub metric: Metric,
     pub steps: u64,
     pub skipped_steps: u64,
+    /// The epoch whose evaluations are reported (the last, or the best validation loss).
+    pub selected_epoch: usize,
     /// Mean pass-1 loss of the last epoch.
     pub final_train_loss: f64,
-    /// Pass-1 loss of the first and of the last step: with the epoch mean, a fingerprint of the loss curve.
-    pub first_step_loss: f64,
+    /// The first steps' reports: a fingerprint of the start of training that rounding barely touches.
+    pub early_steps: Vec<StepReport>,
     pub last_step_loss: f64,
-    pub in_domain: String,
-    pub in_domain_acc: f64,
-    /// (set name, top-1 accuracy) of every out-of-domain set, final epoch.
-    pub ood_acc: Vec<(String, f64)>,
-    pub ood_mean_acc: f64,
+    /// The reported epoch's evaluations (per-example values in `examples.csv`).
+    pub evaluations: Vec<Evaluation>,
     pub forward_passes_per_step: f64,
     pub backward_passes_per_step: f64,
     pub param_bytes: usize,
     pub extra_memory_bytes: usize,
     pub train_seconds: f64,
+}
+
+/// How many first steps the summary keeps.
+pub const EARLY_STEPS: usize = 3;
+
+impl Summary {
+    /// The in-domain test evaluation.
+    pub fn in_domain(&self) -> Option<&Evaluation> {
+        self.evaluations.iter().find(|e| e.domain == Domain::InDomain && e.split == Split::Test)
+    }
+
+    /// The zero-shot test evaluations, in the task's order.
+    pub fn zero_shot(&self) -> impl Iterator<Item = &Evaluation> {
+        self.evaluations.iter().filter(|e| e.domain == Domain::ZeroShot && e.split == Split::Test)
+    }
+
+    /// The macro-average over the zero-shot sets (the paper's "ZS Avg."); NaN without any.
+    pub fn zero_shot_mean(&self) -> f64 {
+        let v: Vec<f64> = self.zero_shot().map(|e| e.value).collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -60,34 +134,14 @@ pub fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-pub fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// FNV-1a of the resolved config's TOML: identifies a configuration across restarts.
-pub fn config_hash(text: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
-}
-
 pub struct RunDir {
     pub dir: PathBuf,
     pub run_id: String,
 }
 
 pub enum RunState {
-    /// Finished with this exact config.
-    Done(Summary),
+    /// Finished with this identity.
+    Done(Box<Summary>),
     /// Not started, or interrupted: (re)run it.
     Todo,
 }
@@ -97,68 +151,96 @@ impl RunDir {
         Self { dir: root.join("runs").join(experiment).join(profile).join(run_id), run_id: run_id.to_string() }
     }
 
-    pub fn state(&self, hash: &str, fresh: bool) -> Result<RunState> {
+    fn move_aside(&self) -> Result<()> {
+        let aside = self.dir.with_file_name(format!("{}.old-{}", self.run_id, now_s()));
+        std::fs::rename(&self.dir, &aside).with_context(|| format!("moving {} aside", self.dir.display()))?;
+        tracing::warn!("moved the earlier run to {}", aside.display());
+        Ok(())
+    }
+
+    /// Whether the run is finished with `config`'s identity. With `fresh`, a finished run of another identity,
+    /// or one whose summary does not read, is moved aside (kept as `<run-id>.old-<time>`) and redone.
+    pub fn state(&self, config: &RunConfig, fresh: bool) -> Result<RunState> {
         let summary_path = self.dir.join("summary.json");
         if !summary_path.exists() {
             return Ok(RunState::Todo);
         }
-        let summary: Summary = serde_json::from_str(&std::fs::read_to_string(&summary_path)?)
-            .with_context(|| format!("reading {}", summary_path.display()))?;
+        let summary: Summary = match std::fs::read_to_string(&summary_path)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
+        {
+            Ok(s) => s,
+            Err(e) if fresh => {
+                tracing::warn!("{}: unreadable ({e}); redoing the run", summary_path.display());
+                self.move_aside()?;
+                return Ok(RunState::Todo);
+            }
+            Err(e) => bail!(
+                "{} does not read ({e}): the run was cut short while finishing or the file was damaged; \
+                 pass --fresh to move the folder aside and run it again",
+                summary_path.display()
+            ),
+        };
+        let hash = config.hash();
         if summary.config_hash == hash {
-            return Ok(RunState::Done(summary));
+            return Ok(RunState::Done(Box::new(summary)));
         }
-        if !fresh {
-            bail!(
-                "{} holds a finished run with a different configuration (hash {} vs {hash}); \
-                 pass --fresh to move it aside (it is kept as {}.old-<time>) and run again",
-                self.dir.display(),
-                summary.config_hash,
-                self.run_id
-            );
+        if fresh {
+            self.move_aside()?;
+            return Ok(RunState::Todo);
         }
-        let aside = self.dir.with_file_name(format!("{}.old-{}", self.run_id, now_s()));
-        std::fs::rename(&self.dir, &aside)?;
-        tracing::warn!("moved the finished run with another configuration to {}", aside.display());
-        Ok(RunState::Todo)
+        let old: Option<toml::Value> = std::fs::read_to_string(self.dir.join("config.resolved.toml"))
+            .ok()
+            .and_then(|t| toml::from_str::<RunConfig>(&t).ok())
+            .map(|c| c.identity());
+        let changed = match old {
+            Some(old) => differences(&old, &config.identity(), 8).join("; "),
+            None => format!("identity {} vs {hash}", summary.config_hash),
+        };
+        bail!(
+            "{} holds a finished run of another configuration ({changed}); pass --fresh to move it aside \
+             (kept as {}.old-<time>) and run again",
+            self.dir.display(),
+            self.run_id
+        )
     }
 
     /// Writes everything about a finished run; `summary.json` last.
-    #[allow(clippy::too_many_arguments)]
     pub fn write(
         &self,
-        experiment: &str,
-        profile: &str,
-        config_text: &str,
-        config: &FinetuneConfig,
+        ctx: &WriteContext,
+        config: &RunConfig,
+        method_id: &str,
         result: &RunResult,
-        start_s: u64,
-        method: &str,
     ) -> Result<Summary> {
-        std::fs::create_dir_all(&self.dir)?;
-        atomic::write_bytes(&self.dir.join("config.resolved.toml"), config_text.as_bytes())?;
+        let selected = result.selected_epoch().context("the run evaluated no epoch")?;
+        if selected.evals.is_empty() {
+            bail!("run {}: the task returned no evaluation", self.run_id);
+        }
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        atomic::write_bytes(&self.dir.join("config.resolved.toml"), toml::to_string(config)?.as_bytes())?;
         let meta = Meta {
-            experiment,
-            profile,
+            experiment: ctx.experiment,
+            profile: ctx.profile,
             run_id: &self.run_id,
-            git_commit: git_commit(),
-            tch_version: crate::TCH_VERSION,
-            libtorch_version: crate::LIBTORCH_VERSION,
+            git_commit: crate::meta::git_commit(),
+            tch_version: crate::meta::TCH_VERSION,
+            libtorch_version: crate::meta::LIBTORCH_VERSION,
             device: result.device.clone(),
             cuda_available: tch::Cuda::is_available(),
-            seed: config.seed,
-            start_unix_s: start_s,
+            seed: config.run.seed(),
+            start_unix_s: ctx.start_s,
             end_unix_s: now_s(),
             host_threads: tch::get_num_threads(),
         };
         atomic::write_json(&self.dir.join("meta.json"), &meta)?;
-        let mut steps = steps_frame(result)?;
-        atomic::write_csv(&self.dir.join("steps.csv"), &mut steps)?;
-        let mut evals = evals_frame(result)?;
-        atomic::write_csv(&self.dir.join("evals.csv"), &mut evals)?;
+        atomic::write_csv(&self.dir.join("steps.csv"), &mut steps_frame(&result.steps)?)?;
+        atomic::write_csv(&self.dir.join("evals.csv"), &mut evals_frame(result)?)?;
+        atomic::write_csv(&self.dir.join("examples.csv"), &mut examples_frame(&selected.evals)?)?;
 
         let last = result.epochs.last().context("the run evaluated no epoch")?;
-        let done: Vec<_> = result.steps.iter().filter(|s| !s.skipped).collect();
-        let per = |f: &dyn Fn(&tram_core::StepReport) -> f64| {
+        let done: Vec<&StepReport> = result.steps.iter().filter(|s| !s.skipped).collect();
+        let per = |f: &dyn Fn(&StepReport) -> f64| {
             if done.is_empty() {
                 f64::NAN
             } else {
@@ -167,19 +249,19 @@ impl RunDir {
         };
         let summary = Summary {
             run_id: self.run_id.clone(),
-            method: method.to_string(),
-            seed: config.seed,
-            config_hash: config_hash(config_text),
+            method_id: method_id.to_string(),
+            method: config.run.optimizer.method.clone(),
+            seed: config.run.seed(),
+            config_hash: config.hash(),
             device: result.device.clone(),
+            metric: selected.evals[0].metric,
             steps: result.steps.len() as u64,
             skipped_steps: (result.steps.len() - done.len()) as u64,
+            selected_epoch: selected.epoch,
             final_train_loss: last.train_loss,
-            first_step_loss: result.steps.first().map_or(f64::NAN, |s| s.loss),
+            early_steps: result.steps.iter().take(EARLY_STEPS).cloned().collect(),
             last_step_loss: result.steps.last().map_or(f64::NAN, |s| s.loss),
-            in_domain: last.in_domain.set.clone(),
-            in_domain_acc: last.in_domain.accuracy.top1(),
-            ood_acc: last.ood.iter().map(|s| (s.set.clone(), s.accuracy.top1())).collect(),
-            ood_mean_acc: last.ood_mean(),
+            evaluations: selected.evals.iter().map(|e| Evaluation { per_example: vec![], ..e.clone() }).collect(),
             forward_passes_per_step: per(&|s| s.forward_passes as f64 / s.micro_batches as f64),
             backward_passes_per_step: per(&|s| s.backward_passes as f64 / s.micro_batches as f64),
             param_bytes: result.param_bytes,
@@ -191,13 +273,21 @@ impl RunDir {
     }
 }
 
+/// Where a run belongs, for `meta.json`.
+pub struct WriteContext<'a> {
+    pub experiment: &'a str,
+    pub profile: &'a str,
+    pub start_s: u64,
+}
+
 /// One row per step.
-pub fn steps_frame(result: &RunResult) -> Result<DataFrame> {
-    let s = &result.steps;
-    let col_f = |name: &str, f: &dyn Fn(&tram_core::StepReport) -> Option<f64>| {
-        Column::new(name.into(), s.iter().map(f).collect::<Vec<Option<f64>>>())
+pub fn steps_frame(steps: &[StepReport]) -> Result<DataFrame> {
+    let col_f = |name: &str, f: &dyn Fn(&StepReport) -> Option<f64>| {
+        Column::new(name.into(), steps.iter().map(f).collect::<Vec<Option<f64>>>())
     };
-    let col_u = |name: &str, f: &dyn Fn(&tram_core::StepReport) -> u64| Column::new(name.into(), s.iter().map(f).collect::<Vec<u64>>());
+    let col_u = |name: &str, f: &dyn Fn(&StepReport) -> u64| {
+        Column::new(name.into(), steps.iter().map(f).collect::<Vec<u64>>())
+    };
     Ok(DataFrame::new(vec![
         col_u("step", &|r| r.step),
         col_f("lr", &|r| Some(r.lr)),
@@ -210,56 +300,74 @@ pub fn steps_frame(result: &RunResult) -> Result<DataFrame> {
         col_f("descent_grad_norm", &|r| Some(r.descent_grad_norm)),
         col_u("forward_passes", &|r| r.forward_passes as u64),
         col_u("backward_passes", &|r| r.backward_passes as u64),
-        Column::new("skipped".into(), s.iter().map(|r| r.skipped).collect::<Vec<bool>>()),
+        Column::new("skipped".into(), steps.iter().map(|r| r.skipped).collect::<Vec<bool>>()),
     ])?)
 }
 
-/// One row per (epoch, evaluation set): the tidy per-evaluation metrics.
+/// One row per (epoch, evaluation set).
 pub fn evals_frame(result: &RunResult) -> Result<DataFrame> {
-    let (mut epoch, mut steps, mut set, mut domain, mut acc, mut loss, mut n) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for e in &result.epochs {
-        let sets = std::iter::once(("in-domain", &e.in_domain)).chain(e.ood.iter().map(|s| ("ood", s)));
-        for (d, s) in sets {
-            epoch.push(e.epoch as u64);
-            steps.push(e.steps);
-            set.push(s.set.clone());
-            domain.push(d.to_string());
-            acc.push(s.accuracy.top1());
-            loss.push(s.accuracy.mean_loss());
-            n.push(s.accuracy.total as u64);
+    let rows: Vec<(u64, u64, &Evaluation)> =
+        result.epochs.iter().flat_map(|e| e.evals.iter().map(move |v| (e.epoch as u64, e.steps, v))).collect();
+    let s = |f: &dyn Fn(&Evaluation) -> String| rows.iter().map(|r| f(r.2)).collect::<Vec<String>>();
+    Ok(DataFrame::new(vec![
+        Column::new("epoch".into(), rows.iter().map(|r| r.0).collect::<Vec<u64>>()),
+        Column::new("steps".into(), rows.iter().map(|r| r.1).collect::<Vec<u64>>()),
+        Column::new("set".into(), s(&|e| e.set.clone())),
+        Column::new("domain".into(), s(&|e| e.domain.as_str().into())),
+        Column::new("split".into(), s(&|e| e.split.as_str().into())),
+        Column::new("metric".into(), s(&|e| e.metric.as_str().into())),
+        Column::new("value".into(), rows.iter().map(|r| r.2.value).collect::<Vec<f64>>()),
+        Column::new("loss".into(), rows.iter().map(|r| r.2.loss).collect::<Vec<f64>>()),
+        Column::new("examples".into(), rows.iter().map(|r| r.2.examples as u64).collect::<Vec<u64>>()),
+    ])?)
+}
+
+/// One row per example of the reported evaluations: what the significance tests read.
+pub fn examples_frame(evals: &[Evaluation]) -> Result<DataFrame> {
+    let (mut set, mut index, mut value) = (vec![], vec![], vec![]);
+    for e in evals {
+        for (i, v) in e.per_example.iter().enumerate() {
+            set.push(e.set.clone());
+            index.push(i as u64);
+            value.push(*v);
         }
     }
     Ok(DataFrame::new(vec![
-        Column::new("epoch".into(), epoch),
-        Column::new("steps".into(), steps),
         Column::new("set".into(), set),
-        Column::new("domain".into(), domain),
-        Column::new("accuracy".into(), acc),
-        Column::new("loss".into(), loss),
-        Column::new("examples".into(), n),
+        Column::new("index".into(), index),
+        Column::new("value".into(), value),
     ])?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tram_core::{BaseConfig, LrSchedule, MethodName, OptimizerConfig};
+
+    fn config(epochs: usize, workers: usize) -> RunConfig {
+        let opt =
+            OptimizerConfig::new(MethodConfig::new(MethodName::Sam), BaseConfig::sgd(), LrSchedule::constant(0.1));
+        let task =
+            tram_vision::transfer::TransferConfig { workers, ..tram_vision::transfer::TransferConfig::embedded() };
+        RunConfig { run: RunSettings::new(opt, epochs, 32), task: TaskSpec::ImageTransfer(task) }
+    }
 
     fn summary(hash: &str) -> Summary {
         Summary {
             run_id: "sam-s0".into(),
-            method: "sam".into(),
+            method_id: "sam".into(),
+            method: MethodConfig::new(MethodName::Sam),
             seed: 0,
             config_hash: hash.into(),
             device: "Cpu".into(),
+            metric: Metric::Accuracy,
             steps: 1,
             skipped_steps: 0,
+            selected_epoch: 1,
             final_train_loss: 1.0,
-            first_step_loss: 1.0,
+            early_steps: vec![],
             last_step_loss: 1.0,
-            in_domain: "test".into(),
-            in_domain_acc: 0.5,
-            ood_acc: vec![],
-            ood_mean_acc: 0.5,
+            evaluations: vec![],
             forward_passes_per_step: 2.0,
             backward_passes_per_step: 2.0,
             param_bytes: 4,
@@ -269,19 +377,32 @@ mod tests {
     }
 
     #[test]
+    fn identity_ignores_device_and_threads_but_not_settings() {
+        let a = config(2, 1);
+        let mut b = config(2, 4);
+        b.run.device = tram_task::DeviceChoice::Cpu;
+        assert_eq!(a.hash(), b.hash(), "device choice and decoding threads cannot change a result");
+        let c = config(3, 1);
+        assert_ne!(a.hash(), c.hash());
+        assert_eq!(differences(&a.identity(), &c.identity(), 8), ["run.epochs: 2 → 3"]);
+    }
+
+    #[test]
     fn finished_runs_are_skipped_and_never_silently_replaced() {
         let root = std::env::temp_dir().join(format!("tram-runs-{}", std::process::id()));
         let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
-        assert!(matches!(dir.state("aaaa", false).unwrap(), RunState::Todo), "no folder: to do");
+        let cfg = config(2, 1);
+        assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Todo), "no folder: to do");
         std::fs::create_dir_all(&dir.dir).unwrap();
         std::fs::write(dir.dir.join("steps.csv"), "step\n0\n").unwrap();
-        assert!(matches!(dir.state("aaaa", false).unwrap(), RunState::Todo), "no summary: interrupted, redo");
-        atomic::write_json(&dir.dir.join("summary.json"), &summary("aaaa")).unwrap();
-        assert!(matches!(dir.state("aaaa", false).unwrap(), RunState::Done(_)), "same config: skip");
-        let err = dir.state("bbbb", false).err().expect("a changed config must not be overwritten").to_string();
-        assert!(err.contains("--fresh"), "{err}");
+        assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Todo), "no summary: interrupted, redo");
+        atomic::write_bytes(&dir.dir.join("config.resolved.toml"), toml::to_string(&cfg).unwrap().as_bytes()).unwrap();
+        atomic::write_json(&dir.dir.join("summary.json"), &summary(&cfg.hash())).unwrap();
+        assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Done(_)), "same identity: skip");
+        let err = dir.state(&config(3, 1), false).err().expect("a changed config must not be overwritten").to_string();
+        assert!(err.contains("--fresh") && err.contains("run.epochs: 2 → 3"), "{err}");
         assert!(dir.dir.join("summary.json").exists(), "the finished run is untouched");
-        assert!(matches!(dir.state("bbbb", true).unwrap(), RunState::Todo));
+        assert!(matches!(dir.state(&config(3, 1), true).unwrap(), RunState::Todo));
         let kept: Vec<_> = std::fs::read_dir(dir.dir.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -291,8 +412,14 @@ mod tests {
     }
 
     #[test]
-    fn config_hash_tells_configs_apart() {
-        assert_eq!(config_hash("a = 1"), config_hash("a = 1"));
-        assert_ne!(config_hash("a = 1"), config_hash("a = 2"));
+    fn an_empty_summary_says_what_to_do_and_fresh_redoes_it() {
+        let root = std::env::temp_dir().join(format!("tram-runs-empty-{}", std::process::id()));
+        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
+        std::fs::create_dir_all(&dir.dir).unwrap();
+        std::fs::write(dir.dir.join("summary.json"), b"").unwrap();
+        let err = dir.state(&config(2, 1), false).err().unwrap().to_string();
+        assert!(err.contains("summary.json") && err.contains("--fresh"), "{err}");
+        assert!(matches!(dir.state(&config(2, 1), true).unwrap(), RunState::Todo));
+        std::fs::remove_dir_all(&root).ok();
     }
 }

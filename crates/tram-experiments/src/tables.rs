@@ -1,6 +1,7 @@
-//! The paper's tables, built with Polars from what the runs measured: `results/<table>.csv` laid out like the
-//! paper's table with the paper's numbers beside ours, and `results/<experiment>-<profile>-long.csv`, one row per
-//! (run, metric), which `tram compare` reads.
+//! The paper's tables, built with Polars from what the runs measured: `results/<experiment>-<profile>.csv` laid
+//! out like the paper's table with the paper's numbers beside ours, and `results/<experiment>-<profile>-long.csv`,
+//! one row per (run, set, metric), which `tram compare` and `tram check` read. Nothing here knows a task: every
+//! number comes from a run's [`Evaluation`]s and its [`Metric`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,176 +9,276 @@ use std::path::Path;
 use anyhow::Result;
 use polars::prelude::*;
 use tram_core::{BaseConfig, MethodConfig, MethodName};
+use tram_task::{Evaluation, Metric, Timing};
 
 use crate::atomic;
+use crate::experiment::method_id;
 use crate::runs::Summary;
-use crate::stats::{ci95, mean};
-use crate::sweep::Timing;
 
-/// The label the paper prints for a method (the base optimizer by its name).
+/// The label the paper prints for a method (the base optimizer by its name), with any hyperparameter the entry
+/// sets: `SAM`, `SAM (rho=0.1)`.
 pub fn label(method: &MethodConfig, base: &BaseConfig) -> String {
-    match method.name {
+    let name = match method.name {
         MethodName::Base => match base {
-            BaseConfig::Sgd { .. } => "SGD".into(),
-            BaseConfig::Adam { .. } => "Adam".into(),
-            BaseConfig::AdamW { .. } => "AdamW".into(),
+            BaseConfig::Sgd { .. } => "SGD",
+            BaseConfig::Adam { .. } => "Adam",
+            BaseConfig::AdamW { .. } => "AdamW",
         },
-        n => n.paper_label().into(),
+        n => n.paper_label(),
+    };
+    let id = method_id(method);
+    let rest = id.strip_prefix(method.name.as_str()).unwrap_or("").trim_start_matches('-');
+    if rest.is_empty() {
+        name.to_string()
+    } else {
+        let keys = toml::Value::try_from(method).ok();
+        let params: Vec<String> = keys
+            .as_ref()
+            .and_then(|v| v.as_table())
+            .map(|t| t.iter().filter(|(k, _)| k.as_str() != "name").map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default();
+        format!("{name} ({})", params.join(", ").replace('"', ""))
     }
 }
 
-/// One row per (run, metric).
+/// One row per (run, set, metric): each evaluation's value and loss, then the run-level numbers (empty set),
+/// including the first steps' losses and norms (the regression check's fingerprint).
 pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Result<DataFrame> {
-    let (mut run, mut method, mut seed, mut metric, mut value) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut rows: Vec<(String, String, u64, String, String, String, f64)> = vec![];
     for s in summaries {
-        let mut push = |m: String, v: f64| {
-            run.push(s.run_id.clone());
-            method.push(s.method.clone());
-            seed.push(s.seed);
-            metric.push(m);
-            value.push(v);
+        let mut push = |set: &str, domain: &str, metric: String, v: f64| {
+            rows.push((s.run_id.clone(), s.method_id.clone(), s.seed, set.to_string(), domain.to_string(), metric, v));
         };
-        push("in_domain_acc".into(), s.in_domain_acc);
-        for (set, acc) in &s.ood_acc {
-            push(format!("ood_acc:{set}"), *acc);
+        for e in &s.evaluations {
+            push(&e.set, e.domain.as_str(), e.metric.as_str().into(), e.value);
+            push(&e.set, e.domain.as_str(), "eval_loss".into(), e.loss);
         }
-        push("ood_mean_acc".into(), s.ood_mean_acc);
-        push("final_train_loss".into(), s.final_train_loss);
-        push("first_step_loss".into(), s.first_step_loss);
-        push("last_step_loss".into(), s.last_step_loss);
-        push("forward_passes_per_step".into(), s.forward_passes_per_step);
-        push("backward_passes_per_step".into(), s.backward_passes_per_step);
-        push("extra_memory_bytes".into(), s.extra_memory_bytes as f64);
-        push("train_seconds".into(), s.train_seconds);
-        push("skipped_steps".into(), s.skipped_steps as f64);
+        if s.zero_shot().next().is_some() {
+            push("zs-avg", "zero-shot", s.metric.as_str().into(), s.zero_shot_mean());
+        }
+        push("", "", "train_loss".into(), s.final_train_loss);
+        push("", "", "last_step_loss".into(), s.last_step_loss);
+        for r in &s.early_steps {
+            let k = r.step;
+            push("", "", format!("step{k}_loss"), r.loss);
+            push("", "", format!("step{k}_grad_norm"), r.grad_norm);
+            push("", "", format!("step{k}_descent_grad_norm"), r.descent_grad_norm);
+            for (name, v) in
+                [("perturbed_loss", r.perturbed_loss), ("divergence", r.divergence), ("eps_norm", r.eps_norm)]
+            {
+                if let Some(v) = v {
+                    push("", "", format!("step{k}_{name}"), v);
+                }
+            }
+        }
+        push("", "", "forward_passes_per_step".into(), s.forward_passes_per_step);
+        push("", "", "backward_passes_per_step".into(), s.backward_passes_per_step);
+        push("", "", "extra_memory_bytes".into(), s.extra_memory_bytes as f64);
+        push("", "", "skipped_steps".into(), s.skipped_steps as f64);
+        push("", "", "train_seconds".into(), s.train_seconds);
     }
-    let n = run.len();
+    let n = rows.len();
+    let col = |f: &dyn Fn(&(String, String, u64, String, String, String, f64)) -> String| {
+        rows.iter().map(f).collect::<Vec<String>>()
+    };
     Ok(DataFrame::new(vec![
         Column::new("experiment".into(), vec![experiment.to_string(); n]),
         Column::new("profile".into(), vec![profile.to_string(); n]),
-        Column::new("run_id".into(), run),
-        Column::new("method".into(), method),
-        Column::new("seed".into(), seed),
-        Column::new("metric".into(), metric),
-        Column::new("value".into(), value),
+        Column::new("run_id".into(), col(&|r| r.0.clone())),
+        Column::new("method".into(), col(&|r| r.1.clone())),
+        Column::new("seed".into(), rows.iter().map(|r| r.2).collect::<Vec<u64>>()),
+        Column::new("set".into(), col(&|r| r.3.clone())),
+        Column::new("domain".into(), col(&|r| r.4.clone())),
+        Column::new("metric".into(), col(&|r| r.5.clone())),
+        Column::new("value".into(), rows.iter().map(|r| r.6).collect::<Vec<f64>>()),
     ])?)
 }
 
-/// Paper table rows keyed by their first column.
-fn paper_rows(path: &Path) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut out = BTreeMap::new();
-    let Ok(df) = atomic::read_csv(path) else { return out };
-    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
-    for i in 0..df.height() {
-        let row: Vec<(String, String)> = names
-            .iter()
-            .map(|n| {
-                let v = df.column(n).ok().and_then(|c| c.get(i).ok()).map(|v| match v {
-                    AnyValue::String(s) => s.to_string(),
-                    other => other.to_string(),
-                });
-                (n.clone(), v.unwrap_or_default())
-            })
-            .collect();
-        out.insert(row[0].1.clone(), row[1..].to_vec());
-    }
-    out
+/// A paper table's rows keyed by their first column, with its column names.
+pub struct PaperTable {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub rows: BTreeMap<String, Vec<String>>,
 }
 
-/// Table 2: the TRAM variants and their comparators, with measured passes, step time, memory and outcome.
-pub fn table2(timings: &[Timing], summaries: &[Summary], base: &BaseConfig, paper_dir: &Path) -> Result<DataFrame> {
-    let paper = paper_rows(&paper_dir.join("table2.csv"));
+pub fn paper_table(path: &Path) -> Result<PaperTable> {
+    let df = atomic::read_csv(path)?;
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let cell = |n: &str, i: usize| match df.column(n).ok().and_then(|c| c.get(i).ok()) {
+        Some(AnyValue::String(s)) => s.to_string(),
+        Some(AnyValue::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let rows =
+        (0..df.height()).map(|i| (cell(&names[0], i), names[1..].iter().map(|n| cell(n, i)).collect())).collect();
+    let name = path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    Ok(PaperTable { name, columns: names[1..].to_vec(), rows })
+}
+
+/// The runs of one method entry, in the order they were given.
+fn runs_of<'a>(summaries: &'a [Summary], method: &MethodConfig) -> Vec<&'a Summary> {
+    let id = method_id(method);
+    summaries.iter().filter(|s| s.method_id == id).collect()
+}
+
+/// Table 2: the methods with their trust-region measurement, ε rule and domain, passes as measured beside the
+/// paper's, step time relative to the base optimizer and to SAM, the memory they hold, and the outcome.
+pub fn variants(
+    methods: &[MethodConfig],
+    timings: &[Timing],
+    summaries: &[Summary],
+    base: &BaseConfig,
+    paper: &[PaperTable],
+) -> Result<DataFrame> {
     let base_ms = timings.iter().find(|t| t.method.name == MethodName::Base).map(|t| t.median_ms);
     let sam_ms = timings.iter().find(|t| t.method.name == MethodName::Sam).map(|t| t.median_ms);
-    let mut cols: BTreeMap<&str, Vec<Option<String>>> = BTreeMap::new();
+    let mut text: BTreeMap<&str, Vec<Option<String>>> = BTreeMap::new();
     let mut nums: BTreeMap<&str, Vec<Option<f64>>> = BTreeMap::new();
     let mut labels = vec![];
-    for t in timings {
-        let m = t.method.build()?;
-        let (measure, rule, domain) = m.describe();
-        let lab = label(&t.method, base);
-        let stated = t.method.name.paper_passes();
-        let outcome: Vec<&Summary> = summaries.iter().filter(|s| s.method == t.method.name.as_str()).collect();
-        let acc = |f: &dyn Fn(&Summary) -> f64| (!outcome.is_empty()).then(|| mean(&outcome.iter().map(|s| f(s)).collect::<Vec<_>>()));
-        cols.entry("method").or_default().push(Some(t.method.name.as_str().to_string()));
-        cols.entry("trust_region_measurement").or_default().push(Some(measure));
-        cols.entry("eps").or_default().push(Some(rule));
-        cols.entry("domain").or_default().push(Some(domain));
-        cols.entry("passes_measured").or_default().push(Some(format!("{} →, {} ←", t.forward_passes, t.backward_passes)));
-        cols.entry("passes_paper").or_default().push(stated.map(|(f, b)| format!("{f} →, {b} ←")));
-        cols.entry("passes_match").or_default().push(stated.map(|s| (s == (t.forward_passes, t.backward_passes)).to_string()));
-        cols.entry("paper_row").or_default().push(
-            paper.get(&lab).map(|r| r.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("; ")),
-        );
+    let metric = summaries.first().map_or(Metric::Accuracy, |s| s.metric);
+    for (m, t) in methods.iter().zip(timings) {
+        let (measure, rule, domain) = m.build()?.describe();
+        let lab = label(m, base);
+        let stated = m.name.paper_passes();
+        let runs = runs_of(summaries, m);
+        let mean = |f: &dyn Fn(&Summary) -> f64| {
+            (!runs.is_empty()).then(|| tram_stats::mean(&runs.iter().map(|s| f(s)).collect::<Vec<_>>()))
+        };
+        text.entry("method").or_default().push(Some(method_id(m)));
+        text.entry("trust_region_measurement").or_default().push(Some(measure));
+        text.entry("eps").or_default().push(Some(rule));
+        text.entry("domain").or_default().push(Some(domain));
+        text.entry("passes_measured")
+            .or_default()
+            .push(Some(format!("{} →, {} ←", t.forward_passes, t.backward_passes)));
+        text.entry("passes_paper").or_default().push(stated.map(|(f, b)| format!("{f} →, {b} ←")));
+        text.entry("passes_match")
+            .or_default()
+            .push(stated.map(|s| (s == (t.forward_passes, t.backward_passes)).to_string()));
+        let paper_row = paper.iter().find_map(|p| p.rows.get(&lab).map(|r| (p, r)));
+        text.entry("paper_row")
+            .or_default()
+            .push(paper_row.map(|(p, r)| {
+                p.columns.iter().zip(r).map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("; ")
+            }));
         nums.entry("step_ms_median").or_default().push(Some(t.median_ms));
         nums.entry("ratio_to_base").or_default().push(base_ms.map(|b| t.median_ms / b));
         nums.entry("ratio_to_sam").or_default().push(sam_ms.map(|s| t.median_ms / s));
+        nums.entry("optimizer_share").or_default().push(Some(t.optimizer_share));
         nums.entry("extra_memory_mb").or_default().push(Some(t.extra_memory_bytes as f64 / 1e6));
         nums.entry("extra_memory_x_params").or_default().push(Some(t.extra_memory_bytes as f64 / t.param_bytes as f64));
-        nums.entry("in_domain_acc").or_default().push(acc(&|s| s.in_domain_acc));
-        nums.entry("ood_mean_acc").or_default().push(acc(&|s| s.ood_mean_acc));
+        nums.entry("in_domain").or_default().push(mean(&|s| s.in_domain().map_or(f64::NAN, |e| e.value)));
+        nums.entry("zs_mean").or_default().push(mean(&|s| s.zero_shot_mean()));
         labels.push(lab);
     }
     let mut columns = vec![Column::new("variant".into(), labels)];
-    for k in ["method", "trust_region_measurement", "eps", "domain", "passes_measured", "passes_paper", "passes_match"] {
-        columns.push(Column::new(k.into(), cols.remove(k).unwrap_or_default()));
+    for k in ["method", "trust_region_measurement", "eps", "domain", "passes_measured", "passes_paper", "passes_match"]
+    {
+        columns.push(Column::new(k.into(), text.remove(k).unwrap_or_default()));
     }
-    for k in ["step_ms_median", "ratio_to_base", "ratio_to_sam", "extra_memory_mb", "extra_memory_x_params", "in_domain_acc", "ood_mean_acc"] {
+    for k in [
+        "step_ms_median",
+        "ratio_to_base",
+        "ratio_to_sam",
+        "optimizer_share",
+        "extra_memory_mb",
+        "extra_memory_x_params",
+    ] {
         columns.push(Column::new(k.into(), nums.remove(k).unwrap_or_default()));
     }
-    columns.push(Column::new("paper_table2".into(), cols.remove("paper_row").unwrap_or_default()));
+    columns.push(Column::new(format!("in_domain_{metric}").into(), nums.remove("in_domain").unwrap_or_default()));
+    columns.push(Column::new(format!("zs_mean_{metric}").into(), nums.remove("zs_mean").unwrap_or_default()));
+    columns.push(Column::new("paper_table2".into(), text.remove("paper_row").unwrap_or_default()));
     Ok(DataFrame::new(columns)?)
 }
 
-fn pm(v: &[f64]) -> String {
-    let ci = ci95(v);
+/// `mean±ci` of `values` shown as the metric prints (accuracy in %), the interval over seeds (Student's t).
+pub fn mean_ci(metric: Metric, values: &[f64]) -> String {
+    let m = metric.format(tram_stats::mean(values));
+    let ci = tram_stats::ci95_half_width(values);
     if ci.is_nan() {
-        format!("{:.2}", 100.0 * mean(v))
+        m
     } else {
-        format!("{:.2}±{:.2}", 100.0 * mean(v), 100.0 * ci)
+        format!("{m}±{}", metric.format(ci))
     }
 }
 
-/// Table 3: top-1 accuracy (%) per method, mean ± 95% CI over seeds, in-domain and each out-of-domain set, with
-/// the paper's Table 3 (ViT-B/16 on CIFAR-100, Cars, Flowers) beside.
-pub fn table3(methods: &[MethodConfig], summaries: &[Summary], base: &BaseConfig, paper_dir: &Path) -> Result<DataFrame> {
-    let paper = paper_rows(&paper_dir.join("table3.csv"));
-    let paper_cols: Vec<String> = paper.values().next().map(|r| r.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
-    let ood_sets: Vec<String> = summaries.first().map(|s| s.ood_acc.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
-    let in_name = summaries.first().map(|s| s.in_domain.clone()).unwrap_or_else(|| "in-domain".into());
-    let mut rows: Vec<Vec<Option<String>>> = vec![];
-    let mut labels = vec![];
-    let mut seeds = vec![];
-    for m in methods {
-        let runs: Vec<&Summary> = summaries.iter().filter(|s| s.method == m.name.as_str()).collect();
-        let lab = label(m, base);
-        let mut row = vec![Some(pm(&runs.iter().map(|s| s.in_domain_acc).collect::<Vec<_>>()))];
-        for set in &ood_sets {
-            let v: Vec<f64> = runs.iter().filter_map(|s| s.ood_acc.iter().find(|(n, _)| n == set).map(|x| x.1)).collect();
-            row.push(Some(pm(&v)));
+/// Tables 3, 4 and 5: each method's metric on the in-domain set and on every zero-shot set, mean ± 95% CI over
+/// seeds, and the zero-shot average (↑ or ↓ by the metric); the pre-trained model's own row first where the task
+/// has one; the paper's numbers beside.
+pub fn transfer(
+    methods: &[MethodConfig],
+    summaries: &[Summary],
+    pretrained: Option<&[Evaluation]>,
+    base: &BaseConfig,
+    paper: &[PaperTable],
+) -> Result<DataFrame> {
+    let Some(first) = summaries.first() else { anyhow::bail!("no finished run to tabulate") };
+    let metric = first.metric;
+    let in_set = first.in_domain().map(|e| e.set.clone());
+    let zs_sets: Vec<String> = first.zero_shot().map(|e| e.set.clone()).collect();
+    let mut header = vec!["method".to_string(), "seeds".to_string()];
+    header.extend(in_set.iter().map(|s| format!("{s} (in-domain)")));
+    header.extend(zs_sets.iter().cloned());
+    if !zs_sets.is_empty() {
+        header.push(format!("ZS avg {}", metric.arrow()));
+    }
+    for p in paper {
+        header.extend(p.columns.iter().map(|c| format!("paper {}: {c}", p.name)));
+    }
+    let mut rows: Vec<Vec<String>> = vec![];
+    let paper_cells = |lab: &str| -> Vec<String> {
+        paper
+            .iter()
+            .flat_map(|p| p.rows.get(lab).cloned().unwrap_or_else(|| vec![String::new(); p.columns.len()]))
+            .collect()
+    };
+    if let Some(evals) = pretrained {
+        let value =
+            |set: &str| evals.iter().find(|e| e.set == set).map_or_else(String::new, |e| metric.format(e.value));
+        let mut row = vec!["pre-trained (no fine-tuning)".to_string(), String::new()];
+        row.extend(in_set.iter().map(|s| value(s)));
+        row.extend(zs_sets.iter().map(|s| value(s)));
+        if !zs_sets.is_empty() {
+            let zs: Vec<f64> =
+                zs_sets.iter().filter_map(|s| evals.iter().find(|e| &e.set == s).map(|e| e.value)).collect();
+            row.push(metric.format(tram_stats::mean(&zs)));
         }
-        row.push(Some(pm(&runs.iter().map(|s| s.ood_mean_acc).collect::<Vec<_>>())));
-        let p = paper.get(&lab);
-        for c in &paper_cols {
-            row.push(p.and_then(|r| r.iter().find(|(k, _)| k == c).map(|(_, v)| v.clone())));
-        }
+        row.extend(paper.iter().flat_map(|p| {
+            // The paper's own pre-trained row is the first one that is not a method (GPT-2, GPT2-XL).
+            p.rows
+                .iter()
+                .find(|(k, _)| k.starts_with("GPT"))
+                .map(|(_, r)| r.clone())
+                .unwrap_or_else(|| vec![String::new(); p.columns.len()])
+        }));
         rows.push(row);
-        labels.push(lab);
-        seeds.push(runs.len() as u64);
     }
-    let short = |s: &str| s.trim_start_matches("emoji-").trim_end_matches("/test").to_string();
-    let mut names = vec![format!("{} (in-domain)", short(&in_name))];
-    names.extend(ood_sets.iter().map(|s| format!("{} (OOD)", short(s))));
-    names.push("OOD mean".into());
-    names.extend(paper_cols.iter().map(|c| format!("paper {c}")));
-    let mut columns = vec![Column::new("method".into(), labels), Column::new("seeds".into(), seeds)];
-    for (j, n) in names.iter().enumerate() {
-        columns.push(Column::new(n.as_str().into(), rows.iter().map(|r| r[j].clone()).collect::<Vec<_>>()));
+    for m in methods {
+        let runs = runs_of(summaries, m);
+        let lab = label(m, base);
+        let of_set = |set: &str| -> Vec<f64> {
+            runs.iter().filter_map(|s| s.evaluations.iter().find(|e| e.set == set).map(|e| e.value)).collect()
+        };
+        let mut row = vec![lab.clone(), runs.len().to_string()];
+        row.extend(in_set.iter().map(|s| mean_ci(metric, &of_set(s))));
+        row.extend(zs_sets.iter().map(|s| mean_ci(metric, &of_set(s))));
+        if !zs_sets.is_empty() {
+            row.push(mean_ci(metric, &runs.iter().map(|s| s.zero_shot_mean()).collect::<Vec<_>>()));
+        }
+        row.extend(paper_cells(&lab));
+        rows.push(row);
     }
+    let columns = header
+        .iter()
+        .enumerate()
+        .map(|(j, h)| Column::new(h.as_str().into(), rows.iter().map(|r| r[j].clone()).collect::<Vec<_>>()))
+        .collect();
     Ok(DataFrame::new(columns)?)
 }
 
-/// A compact copy of a table for the terminal: the given columns, floats to 3 significant digits.
+/// A compact copy of a table for the terminal: the given columns (those that exist), floats to 3 significant
+/// digits.
 pub fn printable(df: &DataFrame, columns: &[&str]) -> Result<DataFrame> {
     let mut out = Vec::new();
     for name in columns {
@@ -210,18 +311,157 @@ fn fmt3(x: f64) -> String {
     }
 }
 
-/// The columns of Table 2 printed on the terminal (the CSV has them all).
-pub const TABLE2_PRINT: [&str; 12] = [
-    "variant",
-    "trust_region_measurement",
-    "eps",
-    "passes_measured",
-    "passes_paper",
-    "passes_match",
-    "step_ms_median",
-    "ratio_to_base",
-    "ratio_to_sam",
-    "extra_memory_x_params",
-    "in_domain_acc",
-    "ood_mean_acc",
-];
+/// The columns of the variants table printed on the terminal (the CSV has them all).
+pub fn variants_print(metric: Metric) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "variant",
+        "trust_region_measurement",
+        "eps",
+        "passes_measured",
+        "passes_paper",
+        "passes_match",
+        "step_ms_median",
+        "ratio_to_base",
+        "ratio_to_sam",
+        "extra_memory_x_params",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.push(format!("in_domain_{metric}"));
+    v.push(format!("zs_mean_{metric}"));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tram_core::StepReport;
+    use tram_task::{Domain, Split};
+
+    fn eval(set: &str, domain: Domain, metric: Metric, value: f64) -> Evaluation {
+        Evaluation {
+            set: set.into(),
+            domain,
+            split: Split::Test,
+            metric,
+            value,
+            loss: 1.0,
+            examples: 10,
+            per_example: vec![],
+        }
+    }
+
+    fn summary(method: &str, seed: u64, metric: Metric, values: [f64; 3]) -> Summary {
+        let m: MethodConfig = toml::from_str(&format!("name = \"{method}\"")).unwrap();
+        let report = StepReport {
+            step: 0,
+            lr: 0.1,
+            loss: 2.0,
+            perturbed_loss: Some(2.1),
+            divergence: None,
+            radius: Some(0.05),
+            eps_norm: Some(0.05),
+            grad_norm: 1.0,
+            descent_grad_norm: 1.1,
+            forward_passes: 2,
+            backward_passes: 2,
+            micro_batches: 1,
+            skipped: false,
+        };
+        Summary {
+            run_id: format!("{method}-s{seed}"),
+            method_id: method.into(),
+            method: m,
+            seed,
+            config_hash: "h".into(),
+            device: "Cpu".into(),
+            metric,
+            steps: 1,
+            skipped_steps: 0,
+            selected_epoch: 1,
+            final_train_loss: 1.0,
+            early_steps: vec![report],
+            last_step_loss: 1.0,
+            evaluations: vec![
+                eval("news", Domain::InDomain, metric, values[0]),
+                eval("fiction", Domain::ZeroShot, metric, values[1]),
+                eval("humor", Domain::ZeroShot, metric, values[2]),
+            ],
+            forward_passes_per_step: 2.0,
+            backward_passes_per_step: 2.0,
+            param_bytes: 4,
+            extra_memory_bytes: 4,
+            train_seconds: 1.0,
+        }
+    }
+
+    fn methods(names: &[&str]) -> Vec<MethodConfig> {
+        names.iter().map(|n| toml::from_str(&format!("name = \"{n}\"")).unwrap()).collect()
+    }
+
+    fn cell(df: &DataFrame, col: &str, row: usize) -> String {
+        df.column(col).unwrap().get(row).unwrap().get_str().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn transfer_table_for_perplexity() {
+        let s = vec![
+            summary("base", 0, Metric::Perplexity, [20.0, 30.0, 40.0]),
+            summary("base", 1, Metric::Perplexity, [22.0, 32.0, 42.0]),
+            summary("tram-prev", 0, Metric::Perplexity, [18.0, 28.0, 39.0]),
+        ];
+        let pre = vec![
+            eval("news", Domain::InDomain, Metric::Perplexity, 25.0),
+            eval("fiction", Domain::ZeroShot, Metric::Perplexity, 31.0),
+            eval("humor", Domain::ZeroShot, Metric::Perplexity, 41.0),
+        ];
+        let df = transfer(&methods(&["base", "tram-prev"]), &s, Some(&pre), &BaseConfig::adam(), &[]).unwrap();
+        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, ["method", "seeds", "news (in-domain)", "fiction", "humor", "ZS avg ↓"]);
+        assert_eq!(cell(&df, "method", 0), "pre-trained (no fine-tuning)");
+        assert_eq!(cell(&df, "ZS avg ↓", 0), "36.0");
+        assert_eq!(cell(&df, "method", 1), "Adam");
+        assert_eq!(cell(&df, "seeds", 1), "2");
+        // Two seeds: mean 21, sd √2, t(1) = 12.706 → ±12.706·√2/√2 = 12.7.
+        assert_eq!(cell(&df, "news (in-domain)", 1), "21.0±12.7");
+        assert_eq!(cell(&df, "ZS avg ↓", 2), "33.5", "one seed: no interval");
+        assert_eq!(cell(&df, "method", 2), "TRAM-θ_{t−1}");
+    }
+
+    #[test]
+    fn transfer_table_for_accuracy_with_the_paper_beside() {
+        let s = vec![summary("sam", 0, Metric::Accuracy, [0.7, 0.6, 0.5])];
+        let paper = PaperTable {
+            name: "table5".into(),
+            columns: vec!["En".into(), "ZS Avg ↑".into()],
+            rows: [("SAM".to_string(), vec!["84.8".to_string(), "73.7".to_string()])].into_iter().collect(),
+        };
+        let df = transfer(&methods(&["sam"]), &s, None, &BaseConfig::adam(), &[paper]).unwrap();
+        assert_eq!(cell(&df, "news (in-domain)", 0), "70.00");
+        assert_eq!(cell(&df, "ZS avg ↑", 0), "55.00");
+        assert_eq!(cell(&df, "paper table5: ZS Avg ↑", 0), "73.7");
+    }
+
+    #[test]
+    fn labels_name_the_base_and_any_hyperparameter() {
+        let m = methods(&["base", "sam"]);
+        assert_eq!(label(&m[0], &BaseConfig::sgd()), "SGD");
+        let rho: MethodConfig = toml::from_str("name = \"sam\"\nrho = 0.1").unwrap();
+        assert_eq!(label(&rho, &BaseConfig::sgd()), "SAM (rho=0.1)");
+    }
+
+    #[test]
+    fn long_frame_has_sets_domains_and_the_fingerprint() {
+        let df = long_frame("t", "quick", &[summary("sam", 0, Metric::Accuracy, [0.7, 0.6, 0.5])]).unwrap();
+        let metric = |m: &str, set: &str| -> Option<f64> {
+            (0..df.height()).find_map(|i| {
+                (cell(&df, "metric", i) == m && cell(&df, "set", i) == set)
+                    .then(|| df.column("value").unwrap().f64().unwrap().get(i).unwrap())
+            })
+        };
+        assert_eq!(metric("accuracy", "fiction"), Some(0.6));
+        assert_eq!(metric("accuracy", "zs-avg"), Some(0.55));
+        assert_eq!(metric("step0_eps_norm", ""), Some(0.05));
+        assert_eq!(metric("step0_divergence", ""), None, "absent values are not rows");
+    }
+}

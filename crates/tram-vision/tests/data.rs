@@ -52,7 +52,7 @@ fn emoji_splits_are_deterministic_and_share_labels() {
     let other_seed = emoji::load(&EmojiConfig { split_seed: 1, ..Default::default() }).unwrap();
     assert_ne!(other_seed.test.indices, data.test.indices);
     let names: Vec<&str> = data.ood.iter().map(|d| d.name.as_str()).collect();
-    assert_eq!(names, ["emoji-twitter", "emoji-facebook", "emoji-apple"]);
+    assert_eq!(names, ["twitter", "facebook", "apple"]);
     for d in &data.ood {
         assert!(Arc::ptr_eq(&d.classes, &data.classes));
         // The held-out OOD sets hold about as many emoji as the in-domain test split.
@@ -65,7 +65,7 @@ fn emoji_splits_are_deterministic_and_share_labels() {
     }
     let all = emoji::load(&EmojiConfig { train_style: Style::Apple, ood_subset: OodSubset::All, ..Default::default() })
         .unwrap();
-    assert_eq!(all.ood[0].name, "emoji-google");
+    assert_eq!(all.ood[0].name, "google");
     assert_eq!(all.ood[0].len(), 1906);
 }
 

@@ -1,5 +1,4 @@
 //! Hugging Face parquet image data sets (fixture from reference/parquet_fixture.py).
-#![cfg(feature = "parquet")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -179,10 +179,7 @@ pub fn load(config: &EmojiConfig) -> Result<TransferData> {
     };
     let entries = Arc::new(read_entries(&root.join(config.train_style.as_str()))?);
     let classes = Arc::new(categories(&entries));
-    let held_out = |unified: &str| {
-        let u = (super::fnv1a(config.split_seed, unified.as_bytes()) >> 11) as f64 / (1u64 << 53) as f64;
-        u < config.test_fraction
-    };
+    let held_out = |unified: &str| tram_task::hash_unit(config.split_seed, unified.as_bytes()) < config.test_fraction;
     let train_src = Arc::new(source(&root, config.train_style, &entries, &classes)?);
     let (mut train_idx, mut test_idx) = (vec![], vec![]);
     for i in 0..train_src.len() {
@@ -194,20 +191,19 @@ pub fn load(config: &EmojiConfig) -> Result<TransferData> {
     }
     let name = config.train_style.as_str();
     let train = Dataset {
-        name: format!("emoji-{name}/train"),
+        name: format!("{name}/train"),
         source: train_src.clone(),
         indices: train_idx,
         classes: classes.clone(),
     };
-    let test =
-        Dataset { name: format!("emoji-{name}/test"), source: train_src, indices: test_idx, classes: classes.clone() };
+    let test = Dataset { name: name.to_string(), source: train_src, indices: test_idx, classes: classes.clone() };
     let mut ood = vec![];
     for style in Style::ALL.into_iter().filter(|s| *s != config.train_style) {
         let src = Arc::new(source(&root, style, &entries, &classes)?);
         let indices = (0..src.len())
             .filter(|&i| config.ood_subset == OodSubset::All || held_out(&entries[src.entry_index(i)].unified))
             .collect();
-        ood.push(Dataset { name: format!("emoji-{}", style.as_str()), source: src, indices, classes: classes.clone() });
+        ood.push(Dataset { name: style.as_str().to_string(), source: src, indices, classes: classes.clone() });
     }
     Ok(TransferData { classes, train, test, ood })
 }

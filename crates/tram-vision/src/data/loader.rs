@@ -82,6 +82,18 @@ pub struct Loader {
 impl Loader {
     /// The batches of `dataset` for `epoch` (the shuffle and the augmentation depend on it).
     pub fn new(dataset: &Dataset, transform: Transform, config: &LoaderConfig, epoch: u64) -> Result<Self> {
+        Self::starting_at(dataset, transform, config, epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `start` on: batch k is the same as in [`Loader::new`]'s epoch (the
+    /// order and every image's augmentation depend on the seed, the epoch and the image, not on what came before).
+    pub fn starting_at(
+        dataset: &Dataset,
+        transform: Transform,
+        config: &LoaderConfig,
+        epoch: u64,
+        start: usize,
+    ) -> Result<Self> {
         if config.batch_size == 0 || config.workers == 0 {
             return Err(Error::Config("loader: batch_size and workers must be at least 1".into()));
         }
@@ -93,6 +105,7 @@ impl Loader {
         if config.drop_last && chunks.last().is_some_and(|c| c.len() < config.batch_size) {
             chunks.pop();
         }
+        chunks.drain(..start.min(chunks.len()));
         let batches = chunks.len();
         let workers = config.workers.min(batches.max(1));
         let mut receivers = vec![];
@@ -138,7 +151,7 @@ impl Loader {
                         }
                     }
                 })
-                .map_err(|e| Error::Config(format!("cannot start a loader thread: {e}")))?;
+                .map_err(|e| Error::Loader(format!("cannot start a loader thread: {e}")))?;
         }
         Ok(Self { receivers, next: 0, batches })
     }
@@ -166,7 +179,7 @@ impl Iterator for Loader {
             }
             Err(_) => {
                 self.next = self.batches;
-                Some(Err(Error::Config("a loader thread stopped unexpectedly".into())))
+                Some(Err(Error::Loader("a loader thread stopped unexpectedly".into())))
             }
         }
     }

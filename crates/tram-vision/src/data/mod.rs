@@ -8,7 +8,6 @@
 pub mod emoji;
 pub mod image_folder;
 pub mod loader;
-#[cfg(feature = "parquet")]
 pub mod parquet;
 
 pub mod transform;
@@ -18,6 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use loader::{HostBatch, Loader, LoaderConfig};
+pub use tram_task::SplitMix64;
 pub use transform::{Augment, Normalization, Transform};
 
 /// What to do with an image that does not decode.
@@ -96,8 +96,7 @@ impl Dataset {
     pub fn split_by_key(&self, fraction: f64, seed: u64, key: impl Fn(usize) -> String) -> (Dataset, Dataset) {
         let (mut keep, mut held) = (vec![], vec![]);
         for &i in &self.indices {
-            let u = (fnv1a(seed, key(i).as_bytes()) >> 11) as f64 / (1u64 << 53) as f64;
-            if u < fraction {
+            if tram_task::hash_unit(seed, key(i).as_bytes()) < fraction {
                 held.push(i)
             } else {
                 keep.push(i)
@@ -119,16 +118,6 @@ impl Dataset {
     }
 }
 
-/// FNV-1a over `bytes`, seeded, then a SplitMix64 finaliser so nearby seeds give unrelated splits.
-pub(crate) fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    SplitMix64(h).next_u64()
-}
-
 /// Decodes an encoded image (PNG, JPEG) to RGB, compositing any alpha channel on white.
 pub fn decode(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
@@ -147,37 +136,6 @@ pub fn to_rgb_on_white(img: image::DynamicImage) -> Rgb {
         let mix = |c: u8| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
         image::Rgb([mix(p[0]), mix(p[1]), mix(p[2])])
     })
-}
-
-/// A small, fast, reproducible generator (SplitMix64) for augmentation and shuffling.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform integer in [0, n).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.uniform() * n as f64) as usize % n.max(1)
-    }
-
-    /// Fisher–Yates shuffle.
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
 }
 
 /// The sources and splits of one transfer experiment: train on one domain, test in-domain and on others.

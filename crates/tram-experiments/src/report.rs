@@ -1,0 +1,122 @@
+//! From finished runs to the files a reader opens: the long CSV, the paper-shaped table (variants or transfer),
+//! the plot, and the terminal view.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tram_task::{Evaluation, RunSettings, Task, Timing};
+
+use crate::atomic;
+use crate::experiment::{method_id, Experiment, Profile, TableKind};
+use crate::runs::Summary;
+use crate::tables::{self, label, PaperTable};
+
+/// The pre-trained model's own evaluation, kept beside the runs (computed once per task configuration).
+#[derive(Debug, Serialize, Deserialize)]
+struct Pretrained {
+    task_hash: String,
+    evaluations: Vec<Evaluation>,
+}
+
+/// The pre-trained row of a transfer table: read from `<runs>/pretrained.json` when it was computed for this task
+/// configuration, else computed by the task (when given one) and written there.
+pub fn pretrained(
+    runs_dir: &Path,
+    profile: &Profile,
+    task: Option<&dyn Task>,
+    run: &RunSettings,
+) -> Result<Option<Vec<Evaluation>>> {
+    let path = runs_dir.join("pretrained.json");
+    let hash = {
+        let text = toml::to_string(&toml::Value::try_from(profile.task.identity())?)?;
+        format!("{:016x}", tram_task::fnv1a(0, text.as_bytes()))
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(p) = serde_json::from_str::<Pretrained>(&text) {
+            if p.task_hash == hash {
+                return Ok(Some(p.evaluations));
+            }
+        }
+    }
+    let Some(task) = task else { return Ok(None) };
+    let Some(evaluations) = task.evaluate_pretrained(run)? else { return Ok(None) };
+    let stripped: Vec<Evaluation> =
+        evaluations.iter().map(|e| Evaluation { per_example: vec![], ..e.clone() }).collect();
+    atomic::write_json(&path, &Pretrained { task_hash: hash, evaluations: stripped.clone() })?;
+    Ok(Some(stripped))
+}
+
+/// The paper tables named by the experiment, from `paper_dir`; a missing one is a warning, not an error.
+fn paper_tables(exp: &Experiment, paper_dir: &Path) -> Vec<PaperTable> {
+    exp.file
+        .paper
+        .iter()
+        .filter_map(|f| match tables::paper_table(&paper_dir.join(f)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("the paper's table {f} is not shown beside ours: {e:#}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// What the report needs besides the runs.
+pub struct ReportInput<'a> {
+    pub exp: &'a Experiment,
+    pub profile_name: &'a str,
+    pub profile: &'a Profile,
+    pub results: &'a Path,
+    pub paper_dir: &'a Path,
+    pub timings: Option<Vec<Timing>>,
+    pub pretrained: Option<Vec<Evaluation>>,
+}
+
+/// Writes `<experiment>-<profile>-long.csv`, `<experiment>-<profile>.csv` and (transfer) the plot, and prints the
+/// table.
+pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
+    let ReportInput { exp, profile_name, profile, results, paper_dir, timings, pretrained } = input;
+    let stem = format!("{}-{profile_name}", exp.file.name);
+    let long_path = results.join(format!("{stem}-long.csv"));
+    atomic::write_csv(&long_path, &mut tables::long_frame(&exp.file.name, profile_name, summaries)?)?;
+    let paper = paper_tables(exp, paper_dir);
+    let metric = summaries.first().context("no finished run to report")?.metric;
+    let (mut table, shown) = match exp.file.table {
+        TableKind::Variants => {
+            let timings = timings.context("the variants table needs the step-time measurement")?;
+            let t = tables::variants(&profile.methods, &timings, summaries, &profile.optimizer, &paper)?;
+            let cols = tables::variants_print(metric);
+            let shown = tables::printable(&t, &cols.iter().map(String::as_str).collect::<Vec<_>>())?;
+            (t, shown)
+        }
+        TableKind::Transfer => {
+            let t = tables::transfer(&profile.methods, summaries, pretrained.as_deref(), &profile.optimizer, &paper)?;
+            let entries: Vec<(String, String)> =
+                profile.methods.iter().map(|m| (label(m, &profile.optimizer), method_id(m))).collect();
+            let plot_stem = results.join(&stem);
+            let title = format!("{} ({profile_name}): {}, mean ± 95% CI over seeds", exp.file.name, metric.label());
+            if crate::plot::transfer_plot(
+                &plot_stem,
+                &title,
+                metric,
+                &crate::plot::series(&entries, metric, summaries),
+            )? {
+                println!(
+                    "wrote {} and {}",
+                    plot_stem.with_extension("png").display(),
+                    plot_stem.with_extension("svg").display()
+                );
+            }
+            let ours: Vec<&str> =
+                t.get_column_names().into_iter().map(|c| c.as_str()).filter(|c| !c.starts_with("paper ")).collect();
+            let shown = t.select(ours)?;
+            (t, shown)
+        }
+    };
+    let out = results.join(format!("{stem}.csv"));
+    atomic::write_csv(&out, &mut table)?;
+    println!("{shown}");
+    println!("wrote {} and {}", out.display(), long_path.display());
+    Ok(())
+}
