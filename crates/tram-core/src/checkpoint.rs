@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use crate::error::{Error, Result};
 use crate::model::{copy_into, Model};
-use crate::step::{OptimizerConfig, StepDriver};
+use crate::step::{DriverState, DriverStateMut, OptimizerConfig, Progress, StepDriver};
 
 const FORMAT: u32 = 1;
 
@@ -36,7 +36,7 @@ impl StepDriver {
     /// Saves the model's variables and the driver's state into the folder `dir` (replaced atomically).
     pub fn save_checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        let (vars, base, target, step, consecutive_skips, skipped_total) = self.parts();
+        let DriverState { vars, base, target, progress } = self.state();
         let mut named: Vec<(String, Tensor)> = Vec::new();
         for (n, t) in vars.param_names.iter().zip(&vars.params) {
             named.push((format!("param.{n}"), t.detach()));
@@ -54,9 +54,9 @@ impl StepDriver {
         let manifest = Manifest {
             format: FORMAT,
             tram_core: env!("CARGO_PKG_VERSION").to_string(),
-            step,
-            consecutive_skips,
-            skipped_total,
+            step: progress.step,
+            consecutive_skips: progress.consecutive_skips,
+            skipped_total: progress.skipped_total,
             base_steps,
             config: self.config().clone(),
             param_names: vars.param_names.clone(),
@@ -101,7 +101,7 @@ impl StepDriver {
             .map_err(|e| ckpt_err(dir, format!("cannot read state.safetensors: {e}")))?
             .into_iter()
             .collect();
-        let (vars, base, target) = driver.parts_mut();
+        let DriverStateMut { vars, base, target, progress } = driver.state_mut();
         if vars.param_names != manifest.param_names || vars.buffer_names != manifest.buffer_names {
             return Err(ckpt_err(dir, "the model's variables differ from the checkpoint's (names or trainability)"));
         }
@@ -134,7 +134,11 @@ impl StepDriver {
         let device = vars.params[0].device();
         base.import(manifest.base_steps.clone(), |k| tensors.remove(k).map(|t| t.to_device(device)))
             .map_err(|e| ckpt_err(dir, e))?;
-        driver.set_counters(manifest.step, manifest.consecutive_skips, manifest.skipped_total);
+        *progress = Progress {
+            step: manifest.step,
+            consecutive_skips: manifest.consecutive_skips,
+            skipped_total: manifest.skipped_total,
+        };
         Ok(driver)
     }
 }
