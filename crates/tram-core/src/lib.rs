@@ -36,7 +36,7 @@ pub use ascent::Ascent;
 pub use base::{BaseConfig, BaseOptimizer};
 pub use divergence::{Divergence, DivergenceKind, Reduction};
 pub use error::{Error, Result};
-pub use method::{Method, MethodConfig, MethodName, Role, Target, TrustRegion};
+pub use method::{Description, Method, MethodConfig, MethodInfo, MethodName, Role, Target, TrustRegion};
 pub use model::Model;
 pub use noise::{InputNoise, NoiseKind, NoiseSpec};
 pub use schedule::{Decay, LrSchedule};
