@@ -48,7 +48,11 @@ fn accuracy(net: &Net, b: &Batch) -> f64 {
 }
 
 fn train(net: &Net, method: MethodName, steps: u64, lr: f64, shift: f64) -> tram_core::Result<()> {
-    let config = OptimizerConfig::new(MethodConfig::new(method), BaseConfig::sgd_momentum(0.9), LrSchedule::cosine(lr, steps));
+    let config = OptimizerConfig::new(
+        MethodConfig::new(method),
+        BaseConfig::sgd_momentum(0.9),
+        LrSchedule::cosine(lr).with_total_steps(steps),
+    );
     let mut driver = StepDriver::new(net, config)?;
     for step in 0..steps {
         let report = driver.step(net, &[batch(64, shift, net.vs.device())])?;
@@ -84,6 +88,10 @@ fn main() -> tram_core::Result<()> {
     println!("pre-trained: source acc {:.3}, shifted acc {:.3}", accuracy(&net, &source), accuracy(&net, &target));
 
     train(&net, MethodName::TramPrev, 200, 0.02, 1.5)?; // fine-tune with TRAM-θ_{t−1}
-    println!("fine-tuned with TRAM: source acc {:.3}, shifted acc {:.3}", accuracy(&net, &source), accuracy(&net, &target));
+    println!(
+        "fine-tuned with TRAM: source acc {:.3}, shifted acc {:.3}",
+        accuracy(&net, &source),
+        accuracy(&net, &target)
+    );
     Ok(())
 }

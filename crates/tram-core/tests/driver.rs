@@ -234,7 +234,7 @@ fn the_schedule_drives_the_base_optimizer() {
     let cfg = OptimizerConfig::new(
         MethodConfig::new(MethodName::TramX),
         BaseConfig::sgd(),
-        LrSchedule::cosine(0.2, 4).with_warmup(2),
+        LrSchedule::cosine(0.2).with_total_steps(4).with_warmup(2),
     );
     let lrs: Vec<f64> = run(&m, cfg.clone(), &data).iter().map(|r| r.lr).collect();
     assert_eq!(lrs, (0..4).map(|t| cfg.schedule.lr(t)).collect::<Vec<_>>());
@@ -284,7 +284,10 @@ fn resume_is_bit_exact() {
         if name == MethodName::TramEma {
             method.decay = Some(0.5);
         }
-        let cfg = OptimizerConfig { seed: 17, ..OptimizerConfig::new(method, base, LrSchedule::cosine(0.05, 6)) };
+        let cfg = OptimizerConfig {
+            seed: 17,
+            ..OptimizerConfig::new(method, base, LrSchedule::cosine(0.05).with_total_steps(6))
+        };
         let straight = Mlp::new(14, 0.2);
         let reports = run(&straight, cfg.clone(), &data);
 
