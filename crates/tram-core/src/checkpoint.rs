@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::error::{Error, Result};
+use crate::error::{checkpoint_err, Result};
 use crate::model::{copy_into, Model};
 use crate::step::{DriverState, DriverStateMut, OptimizerConfig, Progress, StepDriver};
 
@@ -26,10 +26,6 @@ struct Manifest {
     config: OptimizerConfig,
     param_names: Vec<String>,
     buffer_names: Vec<String>,
-}
-
-fn ckpt_err(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Checkpoint { path: path.display().to_string(), reason: reason.into() }
 }
 
 impl StepDriver {
@@ -64,14 +60,15 @@ impl StepDriver {
         };
         let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent)?;
-        let name = dir.file_name().ok_or_else(|| ckpt_err(dir, "not a folder name"))?.to_string_lossy().to_string();
+        let name =
+            dir.file_name().ok_or_else(|| checkpoint_err(dir, "not a folder name"))?.to_string_lossy().to_string();
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
         Tensor::write_safetensors(&named, tmp.join("state.safetensors"))?;
-        let json = serde_json::to_string_pretty(&manifest).map_err(|e| ckpt_err(dir, e.to_string()))?;
+        let json = serde_json::to_string_pretty(&manifest).map_err(|e| checkpoint_err(dir, e.to_string()))?;
         std::fs::write(tmp.join("manifest.json"), json)?;
         if dir.exists() {
             let old = parent.join(format!(".{name}.old-{}", std::process::id()));
@@ -90,26 +87,35 @@ impl StepDriver {
         let dir = dir.as_ref();
         let manifest: Manifest = {
             let text = std::fs::read_to_string(dir.join("manifest.json"))
-                .map_err(|e| ckpt_err(dir, format!("cannot read manifest.json: {e}")))?;
-            serde_json::from_str(&text).map_err(|e| ckpt_err(dir, format!("bad manifest.json: {e}")))?
+                .map_err(|e| checkpoint_err(dir, format!("cannot read manifest.json: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| checkpoint_err(dir, format!("bad manifest.json: {e}")))?
         };
         if manifest.format != FORMAT {
-            return Err(ckpt_err(dir, format!("format {} is not supported (expected {FORMAT})", manifest.format)));
+            return Err(checkpoint_err(
+                dir,
+                format!("format {} is not supported (expected {FORMAT})", manifest.format),
+            ));
         }
         let mut driver = StepDriver::new(model, manifest.config.clone())?;
         let mut tensors: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("state.safetensors"))
-            .map_err(|e| ckpt_err(dir, format!("cannot read state.safetensors: {e}")))?
+            .map_err(|e| checkpoint_err(dir, format!("cannot read state.safetensors: {e}")))?
             .into_iter()
             .collect();
         let DriverStateMut { vars, base, target, progress } = driver.state_mut();
         if vars.param_names != manifest.param_names || vars.buffer_names != manifest.buffer_names {
-            return Err(ckpt_err(dir, "the model's variables differ from the checkpoint's (names or trainability)"));
+            return Err(checkpoint_err(
+                dir,
+                "the model's variables differ from the checkpoint's (names or trainability)",
+            ));
         }
         let mut take =
-            |key: String| tensors.remove(&key).ok_or_else(|| ckpt_err(dir, format!("missing tensor `{key}`")));
+            |key: String| tensors.remove(&key).ok_or_else(|| checkpoint_err(dir, format!("missing tensor `{key}`")));
         let check_shape = |key: &str, dst: &Tensor, src: &Tensor| {
             if dst.size() != src.size() {
-                Err(ckpt_err(dir, format!("tensor `{key}` has shape {:?}, the model has {:?}", src.size(), dst.size())))
+                Err(checkpoint_err(
+                    dir,
+                    format!("tensor `{key}` has shape {:?}, the model has {:?}", src.size(), dst.size()),
+                ))
             } else {
                 Ok(())
             }
@@ -132,8 +138,7 @@ impl StepDriver {
             load("target", &names, target)?;
         }
         let device = vars.params[0].device();
-        base.import(manifest.base_steps.clone(), |k| tensors.remove(k).map(|t| t.to_device(device)))
-            .map_err(|e| ckpt_err(dir, e))?;
+        base.import(manifest.base_steps.clone(), |k| tensors.remove(k).map(|t| t.to_device(device)), dir)?;
         *progress = Progress {
             step: manifest.step,
             consecutive_skips: manifest.consecutive_skips,

@@ -100,7 +100,6 @@ impl Divergence {
     }
 }
 
-/// KL(P || Q) per row from logits p, q.
 /// KL(P || Q) per row from logits p, q; clamped at 0, which rounding can undercut by a few ulps (a negative
 /// radius would turn TRAM's ascent into a descent).
 fn kl_rows(p: &Tensor, q: &Tensor) -> Tensor {
