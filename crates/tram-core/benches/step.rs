@@ -5,36 +5,13 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
-use tram_core::{BaseConfig, InputNoise, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig, StepDriver};
+use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig, StepDriver};
 
-struct Batch {
-    x: Tensor,
-    y: Tensor,
-}
-
-struct Net {
-    vs: nn::VarStore,
-    layers: nn::SequentialT,
-}
-
-impl Model for Net {
-    type Batch = Batch;
-    fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-    fn forward(&self, b: &Batch, train: bool, noise: Option<&InputNoise>) -> Tensor {
-        let x = noise.map_or_else(|| b.x.shallow_clone(), |n| n.apply(&b.x));
-        self.layers.forward_t(&x, train)
-    }
-    fn loss(&self, logits: &Tensor, b: &Batch) -> Tensor {
-        logits.cross_entropy_for_logits(&b.y)
-    }
-    fn batch_size(&self, b: &Batch) -> usize {
-        b.x.size()[0] as usize
-    }
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Batch, Net};
 
 /// MLP 784-512-256-10, batch 128.
 fn mlp() -> (Net, Batch) {
@@ -51,7 +28,7 @@ fn mlp() -> (Net, Batch) {
         x: Tensor::randn([128, 784], (Kind::Float, Device::Cpu)),
         y: Tensor::randint(10, [128], (Kind::Int64, Device::Cpu)),
     };
-    (Net { vs, layers }, b)
+    (Net::new(vs, layers), b)
 }
 
 /// CNN on 3×32×32: conv16-bn-relu-pool, conv32-bn-relu-pool, linear; batch 32.
@@ -72,7 +49,7 @@ fn cnn() -> (Net, Batch) {
         x: Tensor::randn([32, 3, 32, 32], (Kind::Float, Device::Cpu)),
         y: Tensor::randint(10, [32], (Kind::Int64, Device::Cpu)),
     };
-    (Net { vs, layers }, b)
+    (Net::new(vs, layers), b)
 }
 
 /// Every method but the ASAM+regulariser combinations.
