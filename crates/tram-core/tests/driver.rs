@@ -340,6 +340,32 @@ fn resume_is_bit_exact() {
 }
 
 #[test]
+fn checkpoints_carry_the_callers_metadata() {
+    let _serial = serial();
+    let root = std::env::temp_dir().join(format!("tram-extra-{}", std::process::id()));
+    let dir = root.join("ckpt");
+    let m = mlp(19, 0.0);
+    let mut d = StepDriver::new(&m, config(MethodName::TramPrev, 0.1)).unwrap();
+    d.step(&m, &batches(15, 1, 8)).unwrap();
+    let meta = r#"{"epoch": 2, "next_batch": 17}"#;
+    d.save_checkpoint_with(&dir, meta).unwrap();
+    let (resumed, extra) = StepDriver::resume_with(&m, &dir).unwrap();
+    assert_eq!(extra.as_deref(), Some(meta));
+    assert_eq!(resumed.steps_done(), 1);
+    // Metadata that is not JSON is refused before anything is written: the checkpoint stays as it was.
+    let err = d.save_checkpoint_with(&dir, "epoch 3").unwrap_err().to_string();
+    assert!(err.contains("not JSON"), "{err}");
+    assert_eq!(StepDriver::resume_with(&m, &dir).unwrap().1.as_deref(), Some(meta));
+    // A plain save replaces the whole folder, metadata included, and leaves nothing temporary beside it.
+    d.save_checkpoint(&dir).unwrap();
+    assert_eq!(StepDriver::resume_with(&m, &dir).unwrap().1, None);
+    let beside: Vec<String> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(beside, ["ckpt"]);
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
 fn resume_rejects_a_different_model() {
     let _serial = serial();
     let dir = std::env::temp_dir().join(format!("tram-resume-bad-{}", std::process::id()));
