@@ -32,7 +32,7 @@ pub enum Ascent {
         gamma: f64,
         eta: f64,
     },
-    /// Radius d each step, optionally capped at `max_radius` (the bound d ≤ ρ of §3).
+    /// Radius d each step, optionally capped at `max_radius` (the bound d ≤ ρ of arXiv 2310.03646 v2, §3).
     Tram {
         eta: f64,
         max_radius: Option<f64>,

@@ -8,7 +8,8 @@
 //! 5. Restore θ by copy (bit-exact), clip (optional), then the base optimizer steps with the pass-2 gradient.
 //! 6. Update the target (θ_{t−1} ← the θ this step started from; EMA ← decay·EMA + (1 − decay)·θ).
 //!
-//! With m-sharpness, steps 1–5's restore run once per micro-batch and the pass-2 gradients are summed.
+//! With m-sharpness, steps 1–4 and the restore run once per micro-batch, and their pass-2 gradients are summed
+//! for one base step.
 //! Randomness is seeded per step and micro-batch (see [`forward_seed`]), so dropout masks agree between the
 //! passes of a step, resumed runs repeat bit for bit, and a reference implementation can reproduce the noise.
 
