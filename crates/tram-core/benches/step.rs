@@ -5,36 +5,13 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
-use tram_core::{BaseConfig, InputNoise, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig, StepDriver};
+use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig, StepDriver};
 
-struct Batch {
-    x: Tensor,
-    y: Tensor,
-}
-
-struct Net {
-    vs: nn::VarStore,
-    layers: nn::SequentialT,
-}
-
-impl Model for Net {
-    type Batch = Batch;
-    fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-    fn forward(&self, b: &Batch, train: bool, noise: Option<&InputNoise>) -> Tensor {
-        let x = noise.map_or_else(|| b.x.shallow_clone(), |n| n.apply(&b.x));
-        self.layers.forward_t(&x, train)
-    }
-    fn loss(&self, logits: &Tensor, b: &Batch) -> Tensor {
-        logits.cross_entropy_for_logits(&b.y)
-    }
-    fn batch_size(&self, b: &Batch) -> usize {
-        b.x.size()[0] as usize
-    }
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Batch, Net};
 
 /// MLP 784-512-256-10, batch 128.
 fn mlp() -> (Net, Batch) {
@@ -47,8 +24,11 @@ fn mlp() -> (Net, Batch) {
         .add(nn::linear(&r / "fc2", 512, 256, Default::default()))
         .add_fn(|x| x.relu())
         .add(nn::linear(&r / "fc3", 256, 10, Default::default()));
-    let b = Batch { x: Tensor::randn([128, 784], (Kind::Float, Device::Cpu)), y: Tensor::randint(10, [128], (Kind::Int64, Device::Cpu)) };
-    (Net { vs, layers }, b)
+    let b = Batch {
+        x: Tensor::randn([128, 784], (Kind::Float, Device::Cpu)),
+        y: Tensor::randint(10, [128], (Kind::Int64, Device::Cpu)),
+    };
+    (Net::new(vs, layers), b)
 }
 
 /// CNN on 3×32×32: conv16-bn-relu-pool, conv32-bn-relu-pool, linear; batch 32.
@@ -65,13 +45,16 @@ fn cnn() -> (Net, Batch) {
         .add(nn::batch_norm2d(&r / "bn2", 32, Default::default()))
         .add_fn(|x| x.relu().max_pool2d_default(2).flatten(1, -1))
         .add(nn::linear(&r / "fc", 32 * 8 * 8, 10, Default::default()));
-    let b = Batch { x: Tensor::randn([32, 3, 32, 32], (Kind::Float, Device::Cpu)), y: Tensor::randint(10, [32], (Kind::Int64, Device::Cpu)) };
-    (Net { vs, layers }, b)
+    let b = Batch {
+        x: Tensor::randn([32, 3, 32, 32], (Kind::Float, Device::Cpu)),
+        y: Tensor::randint(10, [32], (Kind::Int64, Device::Cpu)),
+    };
+    (Net::new(vs, layers), b)
 }
 
-/// Every method but the ASAM+regulariser combinations (the last three of `MethodName::ALL`).
-fn methods() -> &'static [MethodName] {
-    &MethodName::ALL[..12]
+/// Every method but the ASAM+regulariser combinations.
+fn methods() -> Vec<MethodName> {
+    MethodName::ALL.into_iter().filter(|m| !m.is_combination()).collect()
 }
 
 fn driver(net: &Net, m: MethodName) -> StepDriver {
@@ -84,7 +67,7 @@ fn bench_steps(c: &mut Criterion) {
     for (name, (net, batch)) in [("mlp", mlp()), ("cnn", cnn())] {
         let mut group = c.benchmark_group(format!("step/{name}"));
         group.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
-        for &m in methods() {
+        for m in methods() {
             let mut d = driver(&net, m);
             group.bench_function(m.as_str(), |b| b.iter(|| d.step(&net, std::slice::from_ref(&batch)).unwrap()));
         }
@@ -102,7 +85,7 @@ fn summary(_: &mut Criterion) {
     tch::set_num_threads(1);
     let rounds = 60;
     for (name, (net, batch)) in [("mlp", mlp()), ("cnn", cnn())] {
-        let mut drivers: Vec<StepDriver> = methods().iter().map(|&m| driver(&net, m)).collect();
+        let mut drivers: Vec<StepDriver> = methods().into_iter().map(|m| driver(&net, m)).collect();
         let mut total = vec![Vec::new(); methods().len()];
         let mut share = vec![Vec::new(); methods().len()];
         for round in 0..rounds + 5 {

@@ -3,36 +3,14 @@
 //! The model is pre-trained on one input distribution, then fine-tuned with TRAM-θ_{t−1} on a shifted one;
 //! accuracy is reported on both. Run with `just example` (or `cargo run --release -p tram-core --example finetune`).
 
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
-use tram_core::{BaseConfig, InputNoise, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig, StepDriver};
+use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig, StepDriver};
 
-struct Batch {
-    x: Tensor,
-    y: Tensor,
-}
-
-struct Net {
-    vs: nn::VarStore,
-    layers: nn::SequentialT,
-}
-
-impl Model for Net {
-    type Batch = Batch;
-    fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-    fn forward(&self, b: &Batch, train: bool, noise: Option<&InputNoise>) -> Tensor {
-        let x = noise.map_or_else(|| b.x.shallow_clone(), |n| n.apply(&b.x));
-        self.layers.forward_t(&x, train)
-    }
-    fn loss(&self, logits: &Tensor, b: &Batch) -> Tensor {
-        logits.cross_entropy_for_logits(&b.y)
-    }
-    fn batch_size(&self, b: &Batch) -> usize {
-        b.x.size()[0] as usize
-    }
-}
+// `Net` implements `tram_core::Model` for any stack of tch layers; it is shared with the tests.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Batch, Net};
 
 /// Points in 8 dimensions, labelled by which of 4 fixed directions they lean to most; `shift` moves the inputs.
 fn batch(n: i64, shift: f64, device: Device) -> Batch {
@@ -48,7 +26,11 @@ fn accuracy(net: &Net, b: &Batch) -> f64 {
 }
 
 fn train(net: &Net, method: MethodName, steps: u64, lr: f64, shift: f64) -> tram_core::Result<()> {
-    let config = OptimizerConfig::new(MethodConfig::new(method), BaseConfig::sgd_momentum(0.9), LrSchedule::cosine(lr, steps));
+    let config = OptimizerConfig::new(
+        MethodConfig::new(method),
+        BaseConfig::sgd_momentum(0.9),
+        LrSchedule::cosine(lr).with_total_steps(steps),
+    );
     let mut driver = StepDriver::new(net, config)?;
     for step in 0..steps {
         let report = driver.step(net, &[batch(64, shift, net.vs.device())])?;
@@ -77,13 +59,17 @@ fn main() -> tram_core::Result<()> {
         .add_fn(|x| x.relu())
         .add_fn_t(|x, train| x.dropout(0.1, train))
         .add(nn::linear(&root / "fc2", 64, 4, Default::default()));
-    let net = Net { vs, layers };
+    let net = Net::new(vs, layers);
 
     train(&net, MethodName::Base, 200, 0.1, 0.0)?; // "pre-training" on the source distribution
     let (source, target) = (batch(2000, 0.0, device), batch(2000, 1.5, device));
     println!("pre-trained: source acc {:.3}, shifted acc {:.3}", accuracy(&net, &source), accuracy(&net, &target));
 
     train(&net, MethodName::TramPrev, 200, 0.02, 1.5)?; // fine-tune with TRAM-θ_{t−1}
-    println!("fine-tuned with TRAM: source acc {:.3}, shifted acc {:.3}", accuracy(&net, &source), accuracy(&net, &target));
+    println!(
+        "fine-tuned with TRAM: source acc {:.3}, shifted acc {:.3}",
+        accuracy(&net, &source),
+        accuracy(&net, &target)
+    );
     Ok(())
 }

@@ -15,7 +15,7 @@
 //! Parameters without a gradient get no ε and count in no norm.
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// An ascent rule with its hyperparameters (the radius of TRAM comes from the divergence at each step).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -32,7 +32,7 @@ pub enum Ascent {
         gamma: f64,
         eta: f64,
     },
-    /// Radius d each step, optionally capped at `max_radius` (the bound d ≤ ρ of §3).
+    /// Radius d each step, optionally capped at `max_radius` (the bound d ≤ ρ of arXiv 2310.03646 v2, §3).
     Tram {
         eta: f64,
         max_radius: Option<f64>,
@@ -145,34 +145,27 @@ impl Ascent {
             Perturbation { direction, coef, radius, grad_norm, eps_norm }
         })
     }
-
-    /// ‖ε‖ in the rule's own norm (equal to the radius unless g = 0); used by tests and reports.
-    pub fn rule_norm(&self, params: &[Tensor], grads: &[Option<Tensor>], eps: &[Option<Tensor>]) -> f64 {
-        tch::no_grad(|| {
-            let mut total = 0.0;
-            for ((p, g), e) in params.iter().zip(grads).zip(eps) {
-                let (Some(g), Some(e)) = (g, e) else { continue };
-                let term = match *self {
-                    Ascent::Sam { .. } => e.square(),
-                    Ascent::Asam { eta, .. } | Ascent::Tram { eta, .. } => (e / (p.abs() + eta)).square(),
-                    Ascent::Fisher { eta, .. } => e.square() * (g.square() * eta + 1.0),
-                };
-                total += term.sum(Kind::Double).double_value(&[]);
-            }
-            total.sqrt()
-        })
-    }
-}
-
-/// ‖ε‖₂ over all parameters.
-pub fn l2_norm(ts: &[Option<Tensor>]) -> f64 {
-    ts.iter().flatten().map(|t| t.square().sum(Kind::Double).double_value(&[])).sum::<f64>().sqrt()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
+
+    /// ‖ε‖ in the rule's own norm (equal to the radius unless g = 0).
+    fn rule_norm(rule: &Ascent, params: &[Tensor], grads: &[Option<Tensor>], eps: &[Option<Tensor>]) -> f64 {
+        let mut total = 0.0;
+        for ((p, g), e) in params.iter().zip(grads).zip(eps) {
+            let (Some(g), Some(e)) = (g, e) else { continue };
+            let term = match *rule {
+                Ascent::Sam { .. } => e.square(),
+                Ascent::Asam { eta, .. } | Ascent::Tram { eta, .. } => (e / (p.abs() + eta)).square(),
+                Ascent::Fisher { eta, .. } => e.square() * (g.square() * eta + 1.0),
+            };
+            total += term.sum(Kind::Double).double_value(&[]);
+        }
+        total.sqrt()
+    }
 
     fn setup() -> (Vec<Tensor>, Vec<Option<Tensor>>) {
         tch::manual_seed(7);
@@ -191,6 +184,56 @@ mod tests {
         ]
     }
 
+    /// Asserts that `a` and `b` give ε to the same parameters and that `close` holds for each; returns how
+    /// many parameters were compared.
+    fn compare(a: &[Option<Tensor>], b: &[Option<Tensor>], close: impl Fn(&Tensor, &Tensor) -> bool) -> usize {
+        assert_eq!(a.len(), b.len());
+        let mut compared = 0;
+        for (x, y) in a.iter().zip(b) {
+            match (x, y) {
+                (Some(x), Some(y)) => {
+                    assert!(close(x, y), "{x} vs {y}");
+                    compared += 1;
+                }
+                (None, None) => {}
+                _ => panic!("ε for a parameter on one side only"),
+            }
+        }
+        compared
+    }
+
+    fn values(t: &Option<Tensor>) -> Vec<f64> {
+        Vec::<f64>::try_from(t.as_ref().expect("an ε").flatten(0, -1)).unwrap()
+    }
+
+    fn assert_near(got: &[f64], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn eps_of_small_vectors_by_hand() {
+        // θ = (1, −1) and g = (3, 4), plus a parameter without gradient; ε = r · a ⊙ g / N.
+        let opts = (Kind::Double, Device::Cpu);
+        let p = vec![Tensor::from_slice(&[1.0, -1.0]).to_kind(opts.0), Tensor::zeros([1], opts)];
+        let g = vec![Some(Tensor::from_slice(&[3.0, 4.0]).to_kind(opts.0)), None];
+        let eps = |rule: Ascent, d: Option<f64>| rule.perturbation(&p, &g, d.map(Tensor::from).as_ref()).eps();
+        // SAM: ‖g‖ = 5, so ε = 0.5 · (3, 4) / 5.
+        let sam = eps(Ascent::Sam { rho: 0.5 }, None);
+        assert_near(&values(&sam[0]), &[0.3, 0.4]);
+        assert!(sam[1].is_none());
+        // ASAM, η = 1: T = (2, 2), T ⊙ g = (6, 8) of norm 10, T² ⊙ g = (12, 16), so ε = 0.5 · (12, 16) / 10.
+        assert_near(&values(&eps(Ascent::Asam { rho: 0.5, eta: 1.0 }, None)[0]), &[0.6, 0.8]);
+        // TRAM with d = 0.5 is that ASAM step (Eq. 7).
+        assert_near(&values(&eps(Ascent::Tram { eta: 1.0, max_radius: None }, Some(0.5))[0]), &[0.6, 0.8]);
+        // Fisher, η = 1/9: f = 1 + g²/9 = (2, 25/9), g/f = (1.5, 1.44), Σ g²/f = 4.5 + 5.76 = 10.26.
+        let fisher = values(&eps(Ascent::Fisher { gamma: 0.1, eta: 1.0 / 9.0 }, None)[0]);
+        let n = 10.26f64.sqrt();
+        assert_near(&fisher, &[0.1 * 1.5 / n, 0.1 * 1.44 / n]);
+    }
+
     #[test]
     fn eps_lies_on_the_sphere_of_the_rule_norm() {
         let (p, g) = setup();
@@ -198,7 +241,7 @@ mod tests {
         for rule in rules() {
             let out = rule.perturbation(&p, &g, Some(&d));
             let r = out.radius.double_value(&[]);
-            let n = rule.rule_norm(&p, &g, &out.eps());
+            let n = rule_norm(&rule, &p, &g, &out.eps());
             assert!((n - r).abs() < 1e-10 * r.max(1.0), "{rule:?}: norm {n} radius {r}");
             assert!(out.eps()[2].is_none(), "a parameter without gradient gets no ε");
         }
@@ -212,11 +255,8 @@ mod tests {
         for rule in rules() {
             let a = rule.perturbation(&p, &g, Some(&d));
             let b = rule.perturbation(&p, &neg, Some(&d));
-            for (x, y) in a.eps().iter().zip(&b.eps()) {
-                if let (Some(x), Some(y)) = (x, y) {
-                    assert!(x.allclose(&(-y), 0.0, 1e-15, false), "{rule:?}");
-                }
-            }
+            let compared = compare(&a.eps(), &b.eps(), |x, y| x.allclose(&(-y), 0.0, 1e-15, false));
+            assert_eq!(compared, 2, "{rule:?}");
         }
     }
 
@@ -226,11 +266,7 @@ mod tests {
         let d = 0.123;
         let tram = Ascent::Tram { eta: 0.01, max_radius: None }.perturbation(&p, &g, Some(&Tensor::from(d)));
         let asam = Ascent::Asam { rho: d, eta: 0.01 }.perturbation(&p, &g, None);
-        for (x, y) in tram.eps().iter().zip(&asam.eps()) {
-            if let (Some(x), Some(y)) = (x, y) {
-                assert!(x.equal(y));
-            }
-        }
+        assert_eq!(compare(&tram.eps(), &asam.eps(), |x, y| x.equal(y)), 2);
         // With a cap below d, the radius is the cap.
         let capped = Ascent::Tram { eta: 0.01, max_radius: Some(0.05) }.perturbation(&p, &g, Some(&Tensor::from(d)));
         assert_eq!(capped.radius.double_value(&[]), 0.05);
@@ -251,11 +287,7 @@ mod tests {
         let (p, g) = setup();
         let f = Ascent::Fisher { gamma: 0.05, eta: 0.0 }.perturbation(&p, &g, None);
         let s = Ascent::Sam { rho: 0.05 }.perturbation(&p, &g, None);
-        for (x, y) in f.eps().iter().zip(&s.eps()) {
-            if let (Some(x), Some(y)) = (x, y) {
-                assert!(x.allclose(y, 0.0, 1e-15, false));
-            }
-        }
+        assert_eq!(compare(&f.eps(), &s.eps(), |x, y| x.allclose(y, 0.0, 1e-15, false)), 2);
     }
 
     #[test]
@@ -264,7 +296,10 @@ mod tests {
         let g: Vec<Option<Tensor>> = p.iter().map(|p| Some(p.zeros_like())).collect();
         for rule in rules() {
             let out = rule.perturbation(&p, &g, Some(&Tensor::from(0.3f64)));
-            assert_eq!(l2_norm(&out.eps()), 0.0);
+            for e in out.eps() {
+                let e = e.expect("every parameter has a (zero) gradient");
+                assert!(e.equal(&e.zeros_like()), "{rule:?}: ε {e}");
+            }
             assert_eq!(out.eps_norm.double_value(&[]), 0.0);
         }
     }

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::error::{config_err, Result};
+use std::path::Path;
+
+use crate::error::{checkpoint_err, config_err, Result};
 
 /// Which base optimizer takes the descent step, with its hyperparameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +51,7 @@ pub enum BaseConfig {
 fn beta1() -> f64 {
     0.9
 }
-/// The paper's language runs use (0.9, 0.99) (digest §2); torch's default is 0.999.
+/// The paper's language runs use (0.9, 0.99) (arXiv 2310.03646 v2, App. B.2); torch's default is 0.999.
 fn beta2() -> f64 {
     0.99
 }
@@ -220,27 +222,30 @@ impl BaseOptimizer {
         (named, self.steps.clone())
     }
 
-    /// Restores state exported by [`BaseOptimizer::export`]. `lookup` returns the tensor stored under a name.
+    /// Restores state exported by [`BaseOptimizer::export`] from the checkpoint in `dir`. `lookup` returns the
+    /// tensor stored under a name.
     pub(crate) fn import(
         &mut self,
         steps: Vec<u64>,
         mut lookup: impl FnMut(&str) -> Option<Tensor>,
-    ) -> std::result::Result<(), String> {
+        dir: &Path,
+    ) -> Result<()> {
         if steps.len() != self.steps.len() {
-            return Err(format!("optimizer state has {} parameters, the model has {}", steps.len(), self.steps.len()));
+            let reason = format!("optimizer state has {} parameters, the model has {}", steps.len(), self.steps.len());
+            return Err(checkpoint_err(dir, reason));
         }
         let slots = self.config.slots();
-        for i in 0..steps.len() {
+        for (i, (state, &param_steps)) in self.state.iter_mut().zip(&steps).enumerate() {
             let found: Vec<Option<Tensor>> = slots.iter().map(|s| lookup(&format!("base.{i}.{s}"))).collect();
-            self.state[i] = if found.iter().all(Option::is_some) {
+            *state = if found.iter().all(Option::is_some) {
                 found.into_iter().flatten().collect()
             } else if found.iter().all(Option::is_none) {
                 Vec::new()
             } else {
-                return Err(format!("optimizer state for parameter {i} is incomplete"));
+                return Err(checkpoint_err(dir, format!("optimizer state for parameter {i} is incomplete")));
             };
-            if self.state[i].is_empty() && !slots.is_empty() && steps[i] > 0 {
-                return Err(format!("optimizer state for parameter {i} is missing"));
+            if state.is_empty() && !slots.is_empty() && param_steps > 0 {
+                return Err(checkpoint_err(dir, format!("optimizer state for parameter {i} is missing")));
             }
         }
         self.steps = steps;

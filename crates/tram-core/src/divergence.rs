@@ -60,7 +60,7 @@ fn one() -> f64 {
 const MMD_BANDWIDTHS: [f64; 7] = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 
 impl Divergence {
-    pub fn new(kind: DivergenceKind) -> Self {
+    pub const fn new(kind: DivergenceKind) -> Self {
         Self { kind, reduction: Reduction::PerRow, scale: 1.0 }
     }
 
@@ -100,7 +100,6 @@ impl Divergence {
     }
 }
 
-/// KL(P || Q) per row from logits p, q.
 /// KL(P || Q) per row from logits p, q; clamped at 0, which rounding can undercut by a few ulps (a negative
 /// radius would turn TRAM's ascent into a descent).
 fn kl_rows(p: &Tensor, q: &Tensor) -> Tensor {

@@ -1,5 +1,7 @@
 //! One error type for the crate: every failure a user can cause says what to change.
 
+use std::path::Path;
+
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -26,4 +28,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 pub(crate) fn config_err(msg: impl Into<String>) -> Error {
     Error::Config(msg.into())
+}
+
+pub(crate) fn checkpoint_err(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Checkpoint { path: path.display().to_string(), reason: reason.into() }
 }

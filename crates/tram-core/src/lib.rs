@@ -1,18 +1,21 @@
 //! # tram-core
 //!
-//! TRAM (Trust Region Aware Minimization, Sherborne et al., ICLR 2024) and the optimizers it is compared
-//! with, on tch. The family is four small pieces and a step driver:
+//! TRAM (Trust Region Aware Minimization, Sherborne et al., ICLR 2024, arXiv 2310.03646 v2) and the optimizers
+//! it is compared with, on tch. The family is four small pieces and a step driver:
 //!
 //! - [`ascent`]: perturbation rules (SAM, ASAM, Fisher-SAM, TRAM's Eq. 7);
 //! - [`method::Target`] and [`noise`]: what the trust region is measured against (θ_{t−1}, θ_0, an EMA, x + z);
 //! - [`divergence`]: KL forward/reverse/symmetric, L2, MMD, with an explicit reduction;
 //! - [`base`] and [`schedule`]: SGD, Adam, AdamW with saveable state, and learning-rate schedules;
+//! - [`method`]: one registry row per method of the paper ([`method::METHODS`]) and the config that resolves a
+//!   name into those pieces;
 //! - [`step::StepDriver`]: runs one step of any [`method::Method`] against any [`Model`], counting its passes.
 //!
 //! ```no_run
 //! # use tram_core::*;
 //! # fn demo<M: Model>(model: &M, batches: Vec<M::Batch>) -> Result<()> {
-//! let config = OptimizerConfig::new(MethodConfig::new(MethodName::TramPrev), BaseConfig::sgd(), LrSchedule::constant(0.01));
+//! let method = MethodConfig::new(MethodName::TramPrev);
+//! let config = OptimizerConfig::new(method, BaseConfig::sgd(), LrSchedule::constant(0.01));
 //! let mut driver = StepDriver::new(model, config)?;
 //! for batch in batches {
 //!     let report = driver.step(model, std::slice::from_ref(&batch))?;
@@ -36,7 +39,7 @@ pub use ascent::Ascent;
 pub use base::{BaseConfig, BaseOptimizer};
 pub use divergence::{Divergence, DivergenceKind, Reduction};
 pub use error::{Error, Result};
-pub use method::{Method, MethodConfig, MethodName, Role, Target, TrustRegion};
+pub use method::{Description, Method, MethodConfig, MethodInfo, MethodName, Role, Target, TrustRegion};
 pub use model::Model;
 pub use noise::{InputNoise, NoiseKind, NoiseSpec};
 pub use schedule::{Decay, LrSchedule};

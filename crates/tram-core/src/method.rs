@@ -1,17 +1,21 @@
 //! The methods of the paper, described by a small serde config and resolved, in one place, into the four
 //! pieces of the family: an ascent rule, a trust-region target, a divergence, and the role the divergence
 //! plays (radius of the ascent for TRAM, weighted penalty for the regularisers).
+//!
+//! One registry row per method ([`METHODS`]) gives its spelling, the paper's label and pass counts, and the
+//! pieces its name stands for with the paper's defaults. A config's keys override the hyperparameters of those
+//! pieces, so a key applies to a method exactly when one of its pieces holds it.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ascent::Ascent;
 use crate::divergence::{Divergence, DivergenceKind, Reduction};
 use crate::error::{config_err, Result};
 use crate::noise::{NoiseKind, NoiseSpec};
 
-/// Every method the paper runs (Tables 1–5, 11–12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Every method the paper runs (arXiv 2310.03646 v2, Tables 1–5, 11–12). Spelled in configs as its
+/// registry row says ([`MethodName::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MethodName {
     /// The base optimizer alone (SGD for vision, Adam for language in the paper).
     Base,
@@ -34,101 +38,309 @@ pub enum MethodName {
     R3f,
     /// Trust-region regulariser against an EMA of past θ.
     Mesa,
-    #[serde(alias = "asam+trpo")]
     AsamTrpo,
-    #[serde(alias = "asam+r3f")]
     AsamR3f,
-    #[serde(alias = "asam+mesa")]
     AsamMesa,
 }
 
+/// The paper's defaults (arXiv 2310.03646 v2, App. B.2, unless noted).
+pub mod defaults {
+    /// SAM radius.
+    pub const SAM_RHO: f64 = 0.05;
+    /// ASAM radius.
+    pub const ASAM_RHO: f64 = 0.5;
+    /// ASAM's T = |θ| + η offset: the official ASAM value (the paper states none).
+    pub const ASAM_ETA: f64 = 0.01;
+    /// FSAM γ and η.
+    pub const FSAM_GAMMA: f64 = 0.1;
+    pub const FSAM_ETA: f64 = 0.1;
+    /// R3F noise σ. TRAM-x and TRAM-Fisher use it too: the paper gives them no σ, and sharing R3F's
+    /// makes TRAM-x measure the same neighbourhood as the R3F baseline it is compared with.
+    pub const SIGMA: f64 = 0.1;
+    /// MESA's EMA decay, also the default for TRAM-EMA.
+    pub const EMA_DECAY: f64 = 0.999;
+    /// Weight λ of every trust-region regulariser.
+    pub const LAMBDA: f64 = 0.1;
+}
+
+/// One registry row: everything known about a method before its config is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodInfo {
+    pub name: MethodName,
+    /// The config spelling (`tram-prev`, `asam-r3f`, ...).
+    pub spelling: &'static str,
+    /// A second spelling a config may use (`asam+r3f`).
+    pub alias: Option<&'static str>,
+    /// The name the paper prints.
+    pub paper_label: &'static str,
+    /// Forward and backward passes per step as the paper states them (Tables 1–2); `None` where it states none.
+    pub paper_passes: Option<(u32, u32)>,
+    /// The pieces the name stands for, with the paper's defaults.
+    pub ascent: Option<Ascent>,
+    pub trust_region: Option<TrustRegion>,
+    pub ascent_noise: Option<NoiseSpec>,
+}
+
+use defaults::*;
+
+const ASAM: Option<Ascent> = Some(Ascent::Asam { rho: ASAM_RHO, eta: ASAM_ETA });
+const FISHER: Option<Ascent> = Some(Ascent::Fisher { gamma: FSAM_GAMMA, eta: FSAM_ETA });
+/// Eq. 7: ASAM's rule with the radius d.
+const TRAM: Option<Ascent> = Some(Ascent::Tram { eta: ASAM_ETA, max_radius: None });
+const NOISE: NoiseSpec = NoiseSpec { sigma: SIGMA, kind: NoiseKind::Gaussian };
+const EMA: Target = Target::Ema { decay: EMA_DECAY };
+
+/// TRAM: d(target ‖ θ), forward KL (App. C.5), as the ascent radius.
+const fn radius(target: Target) -> Option<TrustRegion> {
+    Some(TrustRegion { target, divergence: Divergence::new(DivergenceKind::KlForward), role: Role::Radius })
+}
+
+/// TRPO, R3F, MESA: λ·d(target ‖ θ) added to the loss.
+const fn regulariser(target: Target, kind: DivergenceKind) -> Option<TrustRegion> {
+    Some(TrustRegion { target, divergence: Divergence::new(kind), role: Role::Regulariser { lambda: LAMBDA } })
+}
+
+/// The registry, in [`MethodName`] order.
+pub const METHODS: [MethodInfo; 15] = {
+    use MethodName::*;
+    [
+        MethodInfo {
+            name: Base,
+            spelling: "base",
+            alias: None,
+            paper_label: "base optimizer",
+            paper_passes: Some((1, 1)),
+            ascent: None,
+            trust_region: None,
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: Sam,
+            spelling: "sam",
+            alias: None,
+            paper_label: "SAM",
+            paper_passes: Some((2, 2)),
+            ascent: Some(Ascent::Sam { rho: SAM_RHO }),
+            trust_region: None,
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: Asam,
+            spelling: "asam",
+            alias: None,
+            paper_label: "ASAM",
+            paper_passes: Some((2, 2)),
+            ascent: ASAM,
+            trust_region: None,
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: Fsam,
+            spelling: "fsam",
+            alias: None,
+            paper_label: "FSAM",
+            paper_passes: Some((2, 2)),
+            ascent: FISHER,
+            trust_region: None,
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: TramPrev,
+            spelling: "tram-prev",
+            alias: None,
+            paper_label: "TRAM-θ_{t−1}",
+            paper_passes: Some((3, 2)),
+            ascent: TRAM,
+            trust_region: radius(Target::PreviousStep),
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: TramPretrained,
+            spelling: "tram-pretrained",
+            alias: None,
+            paper_label: "TRAM-θ_0",
+            paper_passes: Some((3, 2)),
+            ascent: TRAM,
+            trust_region: radius(Target::Pretrained),
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: TramEma,
+            spelling: "tram-ema",
+            alias: None,
+            paper_label: "TRAM-EMA",
+            paper_passes: None,
+            ascent: TRAM,
+            trust_region: radius(EMA),
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: TramX,
+            spelling: "tram-x",
+            alias: None,
+            paper_label: "TRAM-x",
+            paper_passes: Some((3, 2)),
+            ascent: TRAM,
+            trust_region: radius(Target::InputNoise(NOISE)),
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: TramFisher,
+            spelling: "tram-fisher",
+            alias: None,
+            paper_label: "TRAM-Fisher",
+            paper_passes: Some((2, 2)),
+            ascent: FISHER,
+            trust_region: None,
+            ascent_noise: Some(NOISE),
+        },
+        MethodInfo {
+            name: Trpo,
+            spelling: "trpo",
+            alias: None,
+            paper_label: "TRPO",
+            paper_passes: Some((2, 1)),
+            ascent: None,
+            trust_region: regulariser(Target::PreviousStep, DivergenceKind::KlForward),
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: R3f,
+            spelling: "r3f",
+            alias: None,
+            paper_label: "R3F",
+            paper_passes: Some((2, 1)),
+            ascent: None,
+            trust_region: regulariser(Target::InputNoise(NOISE), DivergenceKind::KlSymmetric),
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: Mesa,
+            spelling: "mesa",
+            alias: None,
+            paper_label: "MESA",
+            paper_passes: Some((2, 1)),
+            ascent: None,
+            trust_region: regulariser(EMA, DivergenceKind::KlForward),
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: AsamTrpo,
+            spelling: "asam-trpo",
+            alias: Some("asam+trpo"),
+            paper_label: "ASAM+TRPO",
+            paper_passes: None,
+            ascent: ASAM,
+            trust_region: regulariser(Target::PreviousStep, DivergenceKind::KlForward),
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: AsamR3f,
+            spelling: "asam-r3f",
+            alias: Some("asam+r3f"),
+            paper_label: "ASAM+R3F",
+            paper_passes: None,
+            ascent: ASAM,
+            trust_region: regulariser(Target::InputNoise(NOISE), DivergenceKind::KlSymmetric),
+            ascent_noise: None,
+        },
+        MethodInfo {
+            name: AsamMesa,
+            spelling: "asam-mesa",
+            alias: Some("asam+mesa"),
+            paper_label: "ASAM+MESA",
+            paper_passes: None,
+            ascent: ASAM,
+            trust_region: regulariser(EMA, DivergenceKind::KlForward),
+            ascent_noise: None,
+        },
+    ]
+};
+
+// The registry is indexed by `MethodName as usize`.
+const _: () = {
+    let mut i = 0;
+    while i < METHODS.len() {
+        assert!(METHODS[i].name as usize == i, "METHODS must list the methods in MethodName order");
+        i += 1;
+    }
+};
+
+/// Every spelling, for serde's "expected one of" message.
+const SPELLINGS: [&str; 15] = {
+    let mut out = [""; 15];
+    let mut i = 0;
+    while i < METHODS.len() {
+        out[i] = METHODS[i].spelling;
+        i += 1;
+    }
+    out
+};
+
 impl MethodName {
-    pub const ALL: [MethodName; 15] = [
-        MethodName::Base,
-        MethodName::Sam,
-        MethodName::Asam,
-        MethodName::Fsam,
-        MethodName::TramPrev,
-        MethodName::TramPretrained,
-        MethodName::TramEma,
-        MethodName::TramX,
-        MethodName::TramFisher,
-        MethodName::Trpo,
-        MethodName::R3f,
-        MethodName::Mesa,
-        MethodName::AsamTrpo,
-        MethodName::AsamR3f,
-        MethodName::AsamMesa,
-    ];
+    pub const ALL: [MethodName; 15] = {
+        let mut out = [MethodName::Base; 15];
+        let mut i = 0;
+        while i < METHODS.len() {
+            out[i] = METHODS[i].name;
+            i += 1;
+        }
+        out
+    };
+
+    /// The method's registry row.
+    pub fn info(&self) -> &'static MethodInfo {
+        &METHODS[*self as usize]
+    }
 
     /// The config spelling (`tram-prev`, `asam-r3f`, ...).
     pub fn as_str(&self) -> &'static str {
-        match self {
-            MethodName::Base => "base",
-            MethodName::Sam => "sam",
-            MethodName::Asam => "asam",
-            MethodName::Fsam => "fsam",
-            MethodName::TramPrev => "tram-prev",
-            MethodName::TramPretrained => "tram-pretrained",
-            MethodName::TramEma => "tram-ema",
-            MethodName::TramX => "tram-x",
-            MethodName::TramFisher => "tram-fisher",
-            MethodName::Trpo => "trpo",
-            MethodName::R3f => "r3f",
-            MethodName::Mesa => "mesa",
-            MethodName::AsamTrpo => "asam-trpo",
-            MethodName::AsamR3f => "asam-r3f",
-            MethodName::AsamMesa => "asam-mesa",
-        }
+        self.info().spelling
     }
 
     /// The name the paper prints.
     pub fn paper_label(&self) -> &'static str {
-        match self {
-            MethodName::Base => "base optimizer",
-            MethodName::Sam => "SAM",
-            MethodName::Asam => "ASAM",
-            MethodName::Fsam => "FSAM",
-            MethodName::TramPrev => "TRAM-θ_{t−1}",
-            MethodName::TramPretrained => "TRAM-θ_0",
-            MethodName::TramEma => "TRAM-EMA",
-            MethodName::TramX => "TRAM-x",
-            MethodName::TramFisher => "TRAM-Fisher",
-            MethodName::Trpo => "TRPO",
-            MethodName::R3f => "R3F",
-            MethodName::Mesa => "MESA",
-            MethodName::AsamTrpo => "ASAM+TRPO",
-            MethodName::AsamR3f => "ASAM+R3F",
-            MethodName::AsamMesa => "ASAM+MESA",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|m| m.as_str() == s || (s.contains('+') && m.as_str() == s.replace('+', "-")))
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(MethodName::as_str).collect();
-                config_err(format!("unknown method `{s}`; expected one of: {}", names.join(", ")))
-            })
+        self.info().paper_label
     }
 
     /// Forward and backward passes per step as the paper states them (Tables 1–2); `None` where it states none.
     pub fn paper_passes(&self) -> Option<(u32, u32)> {
-        match self {
-            MethodName::Base => Some((1, 1)),
-            MethodName::Sam | MethodName::Asam | MethodName::Fsam | MethodName::TramFisher => Some((2, 2)),
-            MethodName::TramPrev | MethodName::TramPretrained | MethodName::TramX => Some((3, 2)),
-            MethodName::Trpo | MethodName::R3f | MethodName::Mesa => Some((2, 1)),
-            MethodName::TramEma | MethodName::AsamTrpo | MethodName::AsamR3f | MethodName::AsamMesa => None,
-        }
+        self.info().paper_passes
+    }
+
+    /// An ASAM + trust-region-regulariser combination (App. C.3) rather than a method of its own.
+    pub fn is_combination(&self) -> bool {
+        let info = self.info();
+        info.ascent.is_some() && info.trust_region.is_some_and(|tr| matches!(tr.role, Role::Regulariser { .. }))
+    }
+
+    /// The method of a spelling or alias.
+    pub fn from_spelling(s: &str) -> Option<Self> {
+        METHODS.iter().find(|m| m.spelling == s || m.alias == Some(s)).map(|m| m.name)
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::from_spelling(s)
+            .ok_or_else(|| config_err(format!("unknown method `{s}`; expected one of: {}", SPELLINGS.join(", "))))
     }
 }
 
 impl std::fmt::Display for MethodName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for MethodName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_unit_variant("MethodName", *self as u32, self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        Self::from_spelling(&s).ok_or_else(|| serde::de::Error::unknown_variant(&s, &SPELLINGS))
     }
 }
 
@@ -162,37 +374,17 @@ pub struct MethodConfig {
     pub max_radius: Option<f64>,
 }
 
-/// The paper's defaults (digest §2, §7).
-pub mod defaults {
-    /// SAM radius (B.2).
-    pub const SAM_RHO: f64 = 0.05;
-    /// ASAM radius (B.2).
-    pub const ASAM_RHO: f64 = 0.5;
-    /// ASAM's T = |θ| + η offset: the official ASAM value (the paper states none).
-    pub const ASAM_ETA: f64 = 0.01;
-    /// FSAM γ and η (B.2).
-    pub const FSAM_GAMMA: f64 = 0.1;
-    pub const FSAM_ETA: f64 = 0.1;
-    /// R3F noise σ (B.2). TRAM-x and TRAM-Fisher use it too: the paper gives them no σ, and sharing R3F's
-    /// makes TRAM-x measure the same neighbourhood as the R3F baseline it is compared with.
-    pub const SIGMA: f64 = 0.1;
-    /// MESA's EMA decay (B.2), also the default for TRAM-EMA.
-    pub const EMA_DECAY: f64 = 0.999;
-    /// Weight λ of every trust-region regulariser (B.2).
-    pub const LAMBDA: f64 = 0.1;
-}
-
 /// What the divergence is measured against.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Target {
-    /// θ_{t−1}, the parameters the previous step started from.
+    /// θ_{t−1}, the parameters the previous step started from (Eq. 4).
     PreviousStep,
     /// θ_0, the parameters at the start of training.
     Pretrained,
     /// EMA ← decay · EMA + (1 − decay) · θ after every step, starting from θ_0.
     Ema { decay: f64 },
-    /// The current model on noised inputs.
+    /// The current model on noised inputs (Eq. 5).
     InputNoise(NoiseSpec),
 }
 
@@ -232,6 +424,114 @@ pub struct Method {
     pub ascent_noise: Option<NoiseSpec>,
 }
 
+impl MethodInfo {
+    /// The method with the paper's defaults.
+    pub fn preset(&self) -> Method {
+        Method {
+            name: self.name,
+            ascent: self.ascent,
+            trust_region: self.trust_region,
+            ascent_noise: self.ascent_noise,
+        }
+    }
+}
+
+/// A config value on its way to a piece.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Number(f64),
+    Noise(NoiseKind),
+    Divergence(DivergenceKind),
+    Reduction(Reduction),
+}
+
+/// A hyperparameter held by a piece, which a config key can override; its kind says what values it takes.
+enum Slot<'a> {
+    /// A finite number >= 0 (ρ, η, γ, σ, λ, scale).
+    NonNegative(&'a mut f64),
+    /// An optional finite number >= 0 (TRAM's `max_radius`).
+    Cap(&'a mut Option<f64>),
+    /// An EMA decay in [0, 1].
+    Decay(&'a mut f64),
+    Noise(&'a mut NoiseKind),
+    Divergence(&'a mut DivergenceKind),
+    Reduction(&'a mut Reduction),
+}
+
+impl Slot<'_> {
+    fn set(&mut self, key: &str, value: Value) -> std::result::Result<(), String> {
+        let nonneg = |v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(v)
+            } else {
+                Err(format!("{key} must be finite and >= 0, got {v}"))
+            }
+        };
+        match (self, value) {
+            (Slot::NonNegative(x), Value::Number(v)) => **x = nonneg(v)?,
+            (Slot::Cap(x), Value::Number(v)) => **x = Some(nonneg(v)?),
+            (Slot::Decay(x), Value::Number(v)) if (0.0..=1.0).contains(&v) => **x = v,
+            (Slot::Decay(_), Value::Number(v)) => return Err(format!("EMA decay must be in [0, 1], got {v}")),
+            (Slot::Noise(x), Value::Noise(v)) => **x = v,
+            (Slot::Divergence(x), Value::Divergence(v)) => **x = v,
+            (Slot::Reduction(x), Value::Reduction(v)) => **x = v,
+            (_, v) => unreachable!("key `{key}`: a piece's slot cannot hold {v:?}"),
+        }
+        Ok(())
+    }
+}
+
+impl Method {
+    /// The hyperparameters of the method's pieces by config key, in the order ascent, ascent noise, role, target,
+    /// divergence.
+    fn slots(&mut self) -> Vec<(&'static str, Slot<'_>)> {
+        let Method { ascent, trust_region, ascent_noise, .. } = self;
+        let mut slots = Vec::new();
+        match ascent {
+            Some(Ascent::Sam { rho }) => slots.push(("rho", Slot::NonNegative(rho))),
+            Some(Ascent::Asam { rho, eta }) => {
+                slots.extend([("rho", Slot::NonNegative(rho)), ("eta", Slot::NonNegative(eta))]);
+            }
+            Some(Ascent::Fisher { gamma, eta }) => {
+                slots.extend([("gamma", Slot::NonNegative(gamma)), ("eta", Slot::NonNegative(eta))]);
+            }
+            Some(Ascent::Tram { eta, max_radius }) => {
+                slots.extend([("eta", Slot::NonNegative(eta)), ("max_radius", Slot::Cap(max_radius))]);
+            }
+            None => {}
+        }
+        if let Some(noise) = ascent_noise {
+            slots.extend(noise_slots(noise));
+        }
+        if let Some(TrustRegion { target, divergence, role }) = trust_region {
+            if let Role::Regulariser { lambda } = role {
+                slots.push(("lambda", Slot::NonNegative(lambda)));
+            }
+            match target {
+                Target::Ema { decay } => slots.push(("decay", Slot::Decay(decay))),
+                Target::InputNoise(noise) => slots.extend(noise_slots(noise)),
+                Target::PreviousStep | Target::Pretrained => {}
+            }
+            let Divergence { kind, reduction, scale } = divergence;
+            slots.extend([
+                ("divergence", Slot::Divergence(kind)),
+                ("reduction", Slot::Reduction(reduction)),
+                ("scale", Slot::NonNegative(scale)),
+            ]);
+        }
+        slots
+    }
+
+    /// The config keys that apply to this method, in the order of its pieces.
+    pub fn keys(&self) -> Vec<&'static str> {
+        self.clone().slots().into_iter().map(|(key, _)| key).collect()
+    }
+}
+
+fn noise_slots(noise: &mut NoiseSpec) -> [(&'static str, Slot<'_>); 2] {
+    [("sigma", Slot::NonNegative(&mut noise.sigma)), ("noise", Slot::Noise(&mut noise.kind))]
+}
+
 impl MethodConfig {
     pub fn new(name: MethodName) -> Self {
         Self {
@@ -250,141 +550,61 @@ impl MethodConfig {
         }
     }
 
-    /// Keys that apply to this method.
-    fn allowed(&self) -> &'static [&'static str] {
-        use MethodName::*;
-        const TR: [&str; 3] = ["divergence", "reduction", "scale"];
-        match self.name {
-            Base => &[],
-            Sam => &["rho"],
-            Asam => &["rho", "eta"],
-            Fsam => &["gamma", "eta"],
-            TramPrev | TramPretrained => &["eta", "max_radius", TR[0], TR[1], TR[2]],
-            TramEma => &["eta", "max_radius", "decay", TR[0], TR[1], TR[2]],
-            TramX => &["eta", "max_radius", "sigma", "noise", TR[0], TR[1], TR[2]],
-            TramFisher => &["gamma", "eta", "sigma", "noise"],
-            Trpo => &["lambda", TR[0], TR[1], TR[2]],
-            R3f => &["lambda", "sigma", "noise", TR[0], TR[1], TR[2]],
-            Mesa => &["lambda", "decay", TR[0], TR[1], TR[2]],
-            AsamTrpo => &["rho", "eta", "lambda", TR[0], TR[1], TR[2]],
-            AsamR3f => &["rho", "eta", "lambda", "sigma", "noise", TR[0], TR[1], TR[2]],
-            AsamMesa => &["rho", "eta", "lambda", "decay", TR[0], TR[1], TR[2]],
-        }
+    /// The keys given, with their values.
+    fn overrides(&self) -> Vec<(&'static str, Value)> {
+        use Value::Number;
+        let keys = [
+            ("rho", self.rho.map(Number)),
+            ("eta", self.eta.map(Number)),
+            ("gamma", self.gamma.map(Number)),
+            ("sigma", self.sigma.map(Number)),
+            ("noise", self.noise.map(Value::Noise)),
+            ("decay", self.decay.map(Number)),
+            ("lambda", self.lambda.map(Number)),
+            ("divergence", self.divergence.map(Value::Divergence)),
+            ("reduction", self.reduction.map(Value::Reduction)),
+            ("scale", self.scale.map(Number)),
+            ("max_radius", self.max_radius.map(Number)),
+        ];
+        keys.into_iter().filter_map(|(key, value)| Some((key, value?))).collect()
     }
 
-    fn given(&self) -> Vec<&'static str> {
-        let mut v = vec![];
-        let mut add = |set: bool, k| {
-            if set {
-                v.push(k)
-            }
-        };
-        add(self.rho.is_some(), "rho");
-        add(self.eta.is_some(), "eta");
-        add(self.gamma.is_some(), "gamma");
-        add(self.sigma.is_some(), "sigma");
-        add(self.noise.is_some(), "noise");
-        add(self.decay.is_some(), "decay");
-        add(self.lambda.is_some(), "lambda");
-        add(self.divergence.is_some(), "divergence");
-        add(self.reduction.is_some(), "reduction");
-        add(self.scale.is_some(), "scale");
-        add(self.max_radius.is_some(), "max_radius");
-        v
-    }
-
-    /// Checks the config and resolves it with the paper's defaults.
+    /// Checks the config and resolves it: the name's preset pieces with the given keys overriding their defaults.
     pub fn build(&self) -> Result<Method> {
-        use defaults::*;
-        use MethodName::*;
-        let allowed = self.allowed();
-        if let Some(k) = self.given().into_iter().find(|k| !allowed.contains(k)) {
+        let mut method = self.name.info().preset();
+        let mut slots = method.slots();
+        let overrides = self.overrides();
+        if let Some((key, _)) = overrides.iter().find(|(key, _)| !slots.iter().any(|(k, _)| k == key)) {
+            let takes: Vec<&str> = slots.iter().map(|(k, _)| *k).collect();
             return Err(config_err(format!(
-                "key `{k}` does not apply to method `{}` (it takes: {})",
+                "key `{key}` does not apply to method `{}` (it takes: {})",
                 self.name,
-                if allowed.is_empty() { "no keys".to_string() } else { allowed.join(", ") }
+                if takes.is_empty() { "no keys".to_string() } else { takes.join(", ") }
             )));
         }
-        let nonneg = |key: &str, v: Option<f64>, default: f64| -> Result<f64> {
-            let v = v.unwrap_or(default);
-            if v.is_finite() && v >= 0.0 {
-                Ok(v)
-            } else {
-                Err(config_err(format!("method `{}`: {key} must be finite and >= 0, got {v}", self.name)))
-            }
-        };
-        let decay = || -> Result<f64> {
-            let d = self.decay.unwrap_or(EMA_DECAY);
-            if (0.0..=1.0).contains(&d) {
-                Ok(d)
-            } else {
-                Err(config_err(format!("method `{}`: EMA decay must be in [0, 1], got {d}", self.name)))
-            }
-        };
-        let noise = || -> Result<NoiseSpec> {
-            let spec = NoiseSpec { sigma: nonneg("sigma", self.sigma, SIGMA)?, kind: self.noise.unwrap_or_default() };
-            spec.validate()?;
-            Ok(spec)
-        };
-        let divergence = |default: DivergenceKind| -> Result<Divergence> {
-            Ok(Divergence {
-                kind: self.divergence.unwrap_or(default),
-                reduction: self.reduction.unwrap_or_default(),
-                scale: nonneg("scale", self.scale, 1.0)?,
-            })
-        };
-        let max_radius = match self.max_radius {
-            Some(r) => Some(nonneg("max_radius", Some(r), 0.0)?),
-            None => None,
-        };
-        let eta = |default| nonneg("eta", self.eta, default);
-        let asam =
-            || -> Result<Ascent> { Ok(Ascent::Asam { rho: nonneg("rho", self.rho, ASAM_RHO)?, eta: eta(ASAM_ETA)? }) };
-        let tram = || -> Result<Ascent> { Ok(Ascent::Tram { eta: eta(ASAM_ETA)?, max_radius }) };
-        let radius = |target| -> Result<Option<TrustRegion>> {
-            Ok(Some(TrustRegion { target, divergence: divergence(DivergenceKind::KlForward)?, role: Role::Radius }))
-        };
-        let regulariser = |target, default_div| -> Result<Option<TrustRegion>> {
-            Ok(Some(TrustRegion {
-                target,
-                divergence: divergence(default_div)?,
-                role: Role::Regulariser { lambda: nonneg("lambda", self.lambda, LAMBDA)? },
-            }))
-        };
-        let fwd = DivergenceKind::KlForward;
-        let sym = DivergenceKind::KlSymmetric;
-        let (ascent, trust_region, ascent_noise) = match self.name {
-            Base => (None, None, None),
-            Sam => (Some(Ascent::Sam { rho: nonneg("rho", self.rho, SAM_RHO)? }), None, None),
-            Asam => (Some(asam()?), None, None),
-            Fsam => (
-                Some(Ascent::Fisher { gamma: nonneg("gamma", self.gamma, FSAM_GAMMA)?, eta: eta(FSAM_ETA)? }),
-                None,
-                None,
-            ),
-            TramPrev => (Some(tram()?), radius(Target::PreviousStep)?, None),
-            TramPretrained => (Some(tram()?), radius(Target::Pretrained)?, None),
-            TramEma => (Some(tram()?), radius(Target::Ema { decay: decay()? })?, None),
-            TramX => (Some(tram()?), radius(Target::InputNoise(noise()?))?, None),
-            TramFisher => (
-                Some(Ascent::Fisher { gamma: nonneg("gamma", self.gamma, FSAM_GAMMA)?, eta: eta(FSAM_ETA)? }),
-                None,
-                Some(noise()?),
-            ),
-            Trpo => (None, regulariser(Target::PreviousStep, fwd)?, None),
-            R3f => (None, regulariser(Target::InputNoise(noise()?), sym)?, None),
-            Mesa => (None, regulariser(Target::Ema { decay: decay()? }, fwd)?, None),
-            AsamTrpo => (Some(asam()?), regulariser(Target::PreviousStep, fwd)?, None),
-            AsamR3f => (Some(asam()?), regulariser(Target::InputNoise(noise()?), sym)?, None),
-            AsamMesa => (Some(asam()?), regulariser(Target::Ema { decay: decay()? }, fwd)?, None),
-        };
-        Ok(Method { name: self.name, ascent, trust_region, ascent_noise })
+        for (key, value) in overrides {
+            let (_, slot) = slots.iter_mut().find(|(k, _)| *k == key).expect("checked above");
+            slot.set(key, value).map_err(|e| config_err(format!("method `{}`: {e}", self.name)))?;
+        }
+        drop(slots);
+        Ok(method)
     }
 }
 
+/// How a method reads in a table: the columns of the paper's Table 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// What the trust region measures, e.g. `KL(θ_{t−1} ‖ θ_t)`, or `—`.
+    pub measure: String,
+    /// The ε rule, e.g. `Eq. 7 (TRAM)`, or `—`.
+    pub rule: String,
+    /// The ascent's domain, e.g. `ρ-ball, ρ=0.05`, or `—`.
+    pub domain: String,
+}
+
 impl Method {
-    /// Short descriptions for tables: (trust-region measurement, ε rule, ascent domain).
-    pub fn describe(&self) -> (String, String, String) {
+    /// Short descriptions for tables.
+    pub fn describe(&self) -> Description {
         let target = |t: &Target| match t {
             Target::PreviousStep => "θ_{t−1}".to_string(),
             Target::Pretrained => "θ_0".to_string(),
@@ -408,19 +628,22 @@ impl Method {
                     Role::Regulariser { lambda } => format!("+{lambda}·{m}"),
                 }
             }
-            (None, Some(n)) => format!("F̂(x+z; θ), z~N(0, {}²)", n.sigma),
+            (None, Some(n)) => match n.kind {
+                NoiseKind::Gaussian => format!("F̂(x+z; θ), z~N(0, {}²)", n.sigma),
+                NoiseKind::Uniform => format!("F̂(x+z; θ), z~U(−{0}, {0})", n.sigma),
+            },
             (None, None) => "—".to_string(),
         };
-        let (rule, domain) = match (&self.ascent, &self.trust_region) {
-            (None, _) => ("—".to_string(), "—".to_string()),
-            (Some(Ascent::Sam { rho }), _) => ("ρ·g/‖g‖".to_string(), format!("ρ-ball, ρ={rho}")),
-            (Some(Ascent::Asam { rho, eta }), _) => ("Eq. 2 (ASAM)".to_string(), format!("ρ-ball, ρ={rho}, η={eta}")),
-            (Some(Ascent::Fisher { gamma, eta }), _) => {
+        let (rule, domain) = match &self.ascent {
+            None => ("—".to_string(), "—".to_string()),
+            Some(Ascent::Sam { rho }) => ("ρ·g/‖g‖".to_string(), format!("ρ-ball, ρ={rho}")),
+            Some(Ascent::Asam { rho, eta }) => ("Eq. 2 (ASAM)".to_string(), format!("ρ-ball, ρ={rho}, η={eta}")),
+            Some(Ascent::Fisher { gamma, eta }) => {
                 ("Eq. 8 (Fisher)".to_string(), format!("F̂-ellipse, γ={gamma}, η={eta}"))
             }
-            (Some(Ascent::Tram { .. }), _) => ("Eq. 7 (TRAM)".to_string(), "d-ball".to_string()),
+            Some(Ascent::Tram { .. }) => ("Eq. 7 (TRAM)".to_string(), "d-ball".to_string()),
         };
-        (measure, rule, domain)
+        Description { measure, rule, domain }
     }
 }
 
@@ -438,6 +661,72 @@ mod tests {
             let cfg: MethodConfig = toml::from_str(&toml).unwrap();
             assert_eq!(cfg.build().unwrap(), m);
         }
+    }
+
+    #[test]
+    fn the_registry_spells_every_method_once() {
+        assert_eq!(MethodName::ALL.len(), METHODS.len());
+        for (i, info) in METHODS.iter().enumerate() {
+            assert_eq!(info.name as usize, i);
+            assert_eq!(serde_json::to_string(&info.name).unwrap(), format!("\"{}\"", info.spelling));
+            if let Some(alias) = info.alias {
+                assert_eq!(MethodName::parse(alias).unwrap(), info.name);
+                assert_eq!(serde_json::from_str::<MethodName>(&format!("\"{alias}\"")).unwrap(), info.name);
+            }
+        }
+        let combinations: Vec<MethodName> = MethodName::ALL.into_iter().filter(MethodName::is_combination).collect();
+        assert_eq!(combinations, [MethodName::AsamTrpo, MethodName::AsamR3f, MethodName::AsamMesa]);
+    }
+
+    #[test]
+    fn every_key_a_piece_holds_is_a_config_key_that_reaches_it() {
+        // A config setting every key the method takes (to a value unlike the default) must parse and build, and
+        // change the method; so every slot name is a MethodConfig field and is wired to its piece.
+        for name in MethodName::ALL {
+            let preset = name.info().preset();
+            let keys = preset.keys();
+            let mut toml = format!("name = \"{name}\"\n");
+            for key in &keys {
+                let value = match *key {
+                    "noise" => "\"uniform\"",
+                    "divergence" => "\"kl-reverse\"",
+                    "reduction" => "\"released-code\"",
+                    _ => "0.25",
+                };
+                toml.push_str(&format!("{key} = {value}\n"));
+            }
+            let cfg: MethodConfig = toml::from_str(&toml).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let built = cfg.build().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(built.keys(), keys);
+            if !keys.is_empty() {
+                assert_ne!(built, preset, "{name}: the keys changed nothing");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_follow_from_the_pieces() {
+        let keys = |name: MethodName| name.info().preset().keys().join(", ");
+        assert_eq!(keys(MethodName::Base), "");
+        assert_eq!(keys(MethodName::Sam), "rho");
+        assert_eq!(keys(MethodName::TramX), "eta, max_radius, sigma, noise, divergence, reduction, scale");
+        assert_eq!(keys(MethodName::TramFisher), "gamma, eta, sigma, noise");
+        assert_eq!(keys(MethodName::AsamMesa), "rho, eta, lambda, decay, divergence, reduction, scale");
+    }
+
+    #[test]
+    fn describe_names_the_noise_distribution() {
+        let mut cfg = MethodConfig::new(MethodName::TramFisher);
+        assert_eq!(cfg.build().unwrap().describe().measure, "F̂(x+z; θ), z~N(0, 0.1²)");
+        cfg.noise = Some(NoiseKind::Uniform);
+        assert_eq!(cfg.build().unwrap().describe().measure, "F̂(x+z; θ), z~U(−0.1, 0.1)");
+        let tram_x = MethodConfig::new(MethodName::TramX).build().unwrap().describe();
+        let expected = Description {
+            measure: "KL(x+z, z~N(σ=0.1) ‖ θ_t)".into(),
+            rule: "Eq. 7 (TRAM)".into(),
+            domain: "d-ball".into(),
+        };
+        assert_eq!(tram_x, expected);
     }
 
     #[test]
@@ -472,7 +761,10 @@ mod tests {
         assert!(err("name = \"mesa\"\ndecay = 1.5").contains("decay must be in [0, 1]"));
         assert!(err("name = \"tram-ema\"\ndecay = -0.1").contains("decay must be in [0, 1]"));
         assert!(err("name = \"sgdd\"").contains("unknown variant `sgdd`"));
-        assert!(err("name = \"sam\"\nsigma = 0.1").contains("key `sigma` does not apply to method `sam`"));
+        assert!(
+            err("name = \"sam\"\nsigma = 0.1").contains("key `sigma` does not apply to method `sam` (it takes: rho)")
+        );
+        assert!(err("name = \"base\"\nrho = 0.1").contains("(it takes: no keys)"));
         assert!(err("name = \"tram-prev\"\ndivergence = \"kl-sideways\"").contains("unknown variant `kl-sideways`"));
         assert!(err("name = \"sam\"\nrhoo = 0.1").contains("unknown field `rhoo`"));
         assert!(MethodName::parse("tram").unwrap_err().to_string().contains("tram-prev"));

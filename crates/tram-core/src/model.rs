@@ -45,22 +45,22 @@ impl Variables {
     pub fn of(vs: &nn::VarStore) -> Result<Self> {
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let (mut pn, mut p, mut bn, mut b) = (vec![], vec![], vec![], vec![]);
+        let mut vars = Self { param_names: vec![], params: vec![], buffer_names: vec![], buffers: vec![] };
         for (name, t) in named {
             if t.requires_grad() {
-                pn.push(name);
-                p.push(t);
+                vars.param_names.push(name);
+                vars.params.push(t);
             } else {
-                bn.push(name);
-                b.push(t);
+                vars.buffer_names.push(name);
+                vars.buffers.push(t);
             }
         }
-        if p.is_empty() {
+        if vars.params.is_empty() {
             return Err(Error::Model(
                 "the model has no trainable parameters (every variable is frozen or the var store is empty)".into(),
             ));
         }
-        Ok(Self { param_names: pn, params: p, buffer_names: bn, buffers: b })
+        Ok(vars)
     }
 
     pub fn param_bytes(&self) -> usize {

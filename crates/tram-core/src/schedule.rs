@@ -28,9 +28,10 @@ pub struct LrSchedule {
     pub decay: Decay,
     #[serde(default)]
     pub warmup_steps: u64,
-    /// Length of the schedule; required by every decay but `constant`.
-    #[serde(default)]
-    pub total_steps: u64,
+    /// Length of the schedule in steps, which every decay but `constant` needs. `None` until the run's length
+    /// is known: whoever knows it fills it in once with [`LrSchedule::with_total_steps_if_unset`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<u64>,
     #[serde(default)]
     pub end_lr: f64,
 }
@@ -41,15 +42,28 @@ fn default_decay() -> Decay {
 
 impl LrSchedule {
     pub fn constant(base_lr: f64) -> Self {
-        Self { base_lr, decay: Decay::Constant, warmup_steps: 0, total_steps: 0, end_lr: 0.0 }
+        Self { base_lr, decay: Decay::Constant, warmup_steps: 0, total_steps: None, end_lr: 0.0 }
     }
 
-    pub fn cosine(base_lr: f64, total_steps: u64) -> Self {
-        Self { base_lr, decay: Decay::Cosine, warmup_steps: 0, total_steps, end_lr: 0.0 }
+    /// Cosine decay to 0 over the run; give its length with [`LrSchedule::with_total_steps`] or
+    /// [`LrSchedule::with_total_steps_if_unset`].
+    pub fn cosine(base_lr: f64) -> Self {
+        Self { base_lr, decay: Decay::Cosine, warmup_steps: 0, total_steps: None, end_lr: 0.0 }
     }
 
     pub fn with_warmup(mut self, warmup_steps: u64) -> Self {
         self.warmup_steps = warmup_steps;
+        self
+    }
+
+    pub fn with_total_steps(mut self, total_steps: u64) -> Self {
+        self.total_steps = Some(total_steps);
+        self
+    }
+
+    /// The schedule with `total_steps` set to the run's length unless the config already gave one.
+    pub fn with_total_steps_if_unset(mut self, run_steps: u64) -> Self {
+        self.total_steps.get_or_insert(run_steps);
         self
     }
 
@@ -65,23 +79,39 @@ impl LrSchedule {
                 return Err(config_err(format!("polynomial decay power must be > 0, got {power}")));
             }
         }
-        if self.decay != Decay::Constant && self.total_steps <= self.warmup_steps {
-            return Err(config_err(format!(
-                "a {:?} schedule needs total_steps ({}) greater than warmup_steps ({})",
-                self.decay, self.total_steps, self.warmup_steps
-            )));
+        if self.decay != Decay::Constant {
+            let Some(total_steps) = self.total_steps else {
+                return Err(config_err(format!(
+                    "a {:?} schedule needs the run's length: set total_steps, or have the task fill it in \
+                     (LrSchedule::with_total_steps_if_unset)",
+                    self.decay
+                )));
+            };
+            if total_steps <= self.warmup_steps {
+                return Err(config_err(format!(
+                    "a {:?} schedule needs total_steps ({total_steps}) greater than warmup_steps ({})",
+                    self.decay, self.warmup_steps
+                )));
+            }
         }
         Ok(())
     }
 
     /// The rate for step `t` (0-based): warmup reaches the base rate at step `warmup_steps - 1`.
+    ///
+    /// # Panics
+    /// For a decay without `total_steps`, which [`LrSchedule::validate`] rejects.
     pub fn lr(&self, t: u64) -> f64 {
         if t < self.warmup_steps {
             return self.base_lr * (t + 1) as f64 / self.warmup_steps as f64;
         }
-        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
-        let progress = ((t - self.warmup_steps) as f64 / span).clamp(0.0, 1.0);
         let (base, end) = (self.base_lr, self.end_lr);
+        if self.decay == Decay::Constant {
+            return base;
+        }
+        let total_steps = self.total_steps.expect("a decaying schedule needs total_steps (see LrSchedule::validate)");
+        let span = total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((t - self.warmup_steps) as f64 / span).clamp(0.0, 1.0);
         match self.decay {
             Decay::Constant => base,
             Decay::Cosine => end + (base - end) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
@@ -97,7 +127,7 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine() {
-        let s = LrSchedule::cosine(1.0, 110).with_warmup(10);
+        let s = LrSchedule::cosine(1.0).with_total_steps(110).with_warmup(10);
         assert!((s.lr(0) - 0.1).abs() < 1e-12);
         assert!((s.lr(9) - 1.0).abs() < 1e-12);
         assert!((s.lr(10) - 1.0).abs() < 1e-12);
@@ -108,7 +138,8 @@ mod tests {
 
     #[test]
     fn polynomial_and_linear_agree_at_power_one() {
-        let lin = LrSchedule { base_lr: 2e-5, decay: Decay::Linear, warmup_steps: 100, total_steps: 1000, end_lr: 0.0 };
+        let lin =
+            LrSchedule { base_lr: 2e-5, decay: Decay::Linear, warmup_steps: 100, total_steps: Some(1000), end_lr: 0.0 };
         let poly = LrSchedule { decay: Decay::Polynomial { power: 1.0 }, ..lin.clone() };
         for t in [0, 50, 99, 100, 400, 999, 1000] {
             assert!((lin.lr(t) - poly.lr(t)).abs() < 1e-18, "step {t}");
@@ -119,7 +150,19 @@ mod tests {
     #[test]
     fn rejects_bad_schedules() {
         assert!(LrSchedule::constant(-1.0).validate().is_err());
-        assert!(LrSchedule::cosine(0.1, 5).with_warmup(5).validate().is_err());
+        assert!(LrSchedule::cosine(0.1).with_total_steps(5).with_warmup(5).validate().is_err());
         assert!(LrSchedule::constant(0.1).validate().is_ok());
+        let err = LrSchedule::cosine(0.1).validate().unwrap_err().to_string();
+        assert!(err.contains("needs the run's length"), "{err}");
+    }
+
+    #[test]
+    fn the_run_length_is_filled_in_once() {
+        let unset: LrSchedule = toml::from_str("base_lr = 0.1\ndecay = { kind = \"cosine\" }").unwrap();
+        assert_eq!(unset.total_steps, None);
+        assert_eq!(unset.clone().with_total_steps_if_unset(200).total_steps, Some(200));
+        let given = unset.with_total_steps(50);
+        assert_eq!(given.clone().with_total_steps_if_unset(200).total_steps, Some(50));
+        assert!(given.validate().is_ok());
     }
 }

@@ -5,11 +5,13 @@
 //!
 //! Regenerate the fixture with `~/.cache/tram/venv/bin/python crates/tram-core/reference/reference_step.py`.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 
-use tch::nn::{self, ModuleT};
-use tch::{Device, Kind, Tensor};
-use tram_core::{BaseConfig, InputNoise, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig, StepDriver};
+use common::{Mlp, Net};
+use tch::{Kind, Tensor};
+use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig, StepDriver};
 
 /// Parameters and buffers after each step: largest allowed absolute difference (float64 gives ~1e-15).
 const STATE_TOL: f64 = 1e-5;
@@ -23,75 +25,22 @@ fn fixture_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference.safetensors")
 }
 
-struct Batch {
-    x: Tensor,
-    y: Tensor,
-}
-
-struct Net {
-    vs: nn::VarStore,
-    fc1: nn::Linear,
-    bn: nn::BatchNorm,
-    fc2: nn::Linear,
-}
-
-impl Net {
-    /// The architecture of the reference, with its initial weights from the fixture.
-    fn from_fixture(fx: &HashMap<String, Tensor>) -> Self {
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let root = vs.root();
-        let fc1 = nn::linear(&root / "fc1", 4, 8, Default::default());
-        let bn = nn::batch_norm1d(&root / "bn", 8, Default::default());
-        let fc2 = nn::linear(&root / "fc2", 8, 3, Default::default());
-        vs.set_kind(Kind::Double);
-        let mut vars = vs.variables();
-        let names: BTreeSet<String> = vars.keys().cloned().collect();
-        let expected: BTreeSet<String> = fx.keys().filter_map(|k| k.strip_prefix("init.")).map(String::from).collect();
-        assert_eq!(names, expected, "the Rust model's variables differ from the reference model's");
-        tch::no_grad(|| {
-            for (name, var) in vars.iter_mut() {
-                let init = &fx[&format!("init.{name}")];
-                assert_eq!(var.size(), init.size(), "shape of {name}");
-                var.copy_(init);
-            }
-        });
-        Self { vs, fc1, bn, fc2 }
-    }
-
-    fn state(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> =
-            self.vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-}
-
-impl Model for Net {
-    type Batch = Batch;
-
-    fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-
-    fn forward(&self, b: &Batch, train: bool, noise: Option<&InputNoise>) -> Tensor {
-        let x = match noise {
-            Some(n) => n.apply(&b.x),
-            None => b.x.shallow_clone(),
-        };
-        let h = self.fc1.forward_t(&x, train);
-        let h = self.bn.forward_t(&h, train).tanh();
-        self.fc2.forward_t(&h, train)
-    }
-
-    fn loss(&self, logits: &Tensor, b: &Batch) -> Tensor {
-        // Mean cross-entropy in float64. (tch's `cross_entropy_for_logits` is the same formula but takes the
-        // log-softmax in float32, which alone caps the parity at ~1e-7.)
-        logits.log_softmax(-1, Kind::Double).nll_loss(&b.y)
-    }
-
-    fn batch_size(&self, b: &Batch) -> usize {
-        b.x.size()[0] as usize
-    }
+/// The reference's architecture (Linear(4, 8) – BatchNorm1d – tanh – Linear(8, 3), float64), with its initial
+/// weights from the fixture.
+fn net_from_fixture(fx: &HashMap<String, Tensor>) -> Net {
+    let net = Mlp { hidden: 8, batch_norm: true, dropout: 0.0, unused: false }.build(0);
+    let mut vars = net.vs.variables();
+    let names: BTreeSet<String> = vars.keys().cloned().collect();
+    let expected: BTreeSet<String> = fx.keys().filter_map(|k| k.strip_prefix("init.")).map(String::from).collect();
+    assert_eq!(names, expected, "the Rust model's variables differ from the reference model's");
+    tch::no_grad(|| {
+        for (name, var) in vars.iter_mut() {
+            let init = &fx[&format!("init.{name}")];
+            assert_eq!(var.size(), init.size(), "shape of {name}");
+            var.copy_(init);
+        }
+    });
+    net
 }
 
 struct Case {
@@ -195,7 +144,7 @@ fn step_driver_matches_the_pytorch_reference() {
     let mut overall = 0.0f64;
     println!("{:<18} {:>12} {:>12} {:>12} {:>12} {:>12}", "case", "state", "loss", "divergence", "eps_norm", "moved");
     for case in &cases {
-        let model = Net::from_fixture(&fx);
+        let model = net_from_fixture(&fx);
         let init = model.state();
         let mut config = OptimizerConfig::new(case.method.clone(), case.base.clone(), LrSchedule::constant(case.lr));
         config.m_sharpness = case.m_sharpness;
@@ -204,13 +153,7 @@ fn step_driver_matches_the_pytorch_reference() {
         let (mut d_state, mut d_loss, mut d_div, mut d_eps) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
         for t in 0..STEPS {
             let (x, y) = (xs.get(t), ys.get(t));
-            let rows = x.size()[0] / case.micro_batches;
-            let micro: Vec<Batch> = (0..case.micro_batches)
-                .map(|k| Batch {
-                    x: x.narrow(0, k * rows, rows).contiguous(),
-                    y: y.narrow(0, k * rows, rows).contiguous(),
-                })
-                .collect();
+            let micro = common::Batch { x, y }.split(case.micro_batches);
             let report = driver.step(&model, &micro).expect("step");
             assert!(!report.skipped, "{} step {t} was skipped", case.name);
             for (name, value) in model.state() {

@@ -1,7 +1,13 @@
-//! A tiny classifier with batch norm and dropout, for driver tests.
+//! The model shared by tram-core's tests, bench and example (the bench and the example include this file with
+//! `#[path]`): a classifier over any stack of tch layers, its `Model` implementation, the small MLP the tests
+//! train, and the lock that keeps tests that seed torch's generator apart.
 #![allow(dead_code)]
 
 use std::sync::{Mutex, MutexGuard};
+
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+use tram_core::{BaseConfig, InputNoise, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig};
 
 /// torch's random generator is global to the process: tests that seed it must not interleave.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -9,54 +15,33 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-use tch::nn::{self, ModuleT};
-use tch::{Device, Kind, Tensor};
-use tram_core::{BaseConfig, InputNoise, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig};
-
+/// Inputs `[N, features]` and class labels `[N]`.
 pub struct Batch {
     pub x: Tensor,
     pub y: Tensor,
 }
 
-pub struct Mlp {
-    pub vs: nn::VarStore,
-    fc1: nn::Linear,
-    bn: Option<nn::BatchNorm>,
-    fc2: nn::Linear,
-    /// Present but never used in the forward: it must never receive a gradient or an update.
-    pub unused: Tensor,
-    dropout: f64,
+impl Batch {
+    /// `parts` micro-batches of equal size, in order.
+    pub fn split(&self, parts: i64) -> Vec<Batch> {
+        let rows = self.x.size()[0] / parts;
+        (0..parts).map(|k| Batch { x: self.x.narrow(0, k * rows, rows), y: self.y.narrow(0, k * rows, rows) }).collect()
+    }
 }
 
-impl Mlp {
-    pub fn new(seed: i64, dropout: f64) -> Self {
-        Self::build(seed, dropout, true)
+/// A classifier: layers over one var store, input noise added to the inputs, mean cross-entropy computed in
+/// the logits' dtype (tch's `cross_entropy_for_logits` would take the log-softmax in float32).
+pub struct Net {
+    pub vs: nn::VarStore,
+    layers: nn::SequentialT,
+}
+
+impl Net {
+    pub fn new(vs: nn::VarStore, layers: nn::SequentialT) -> Self {
+        Self { vs, layers }
     }
 
-    /// Without batch norm, micro-batches are exact slices of a batch (for accumulation tests).
-    pub fn without_bn(seed: i64) -> Self {
-        Self::build(seed, 0.0, false)
-    }
-
-    fn build(seed: i64, dropout: f64, with_bn: bool) -> Self {
-        tch::manual_seed(seed);
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let root = vs.root();
-        let fc1 = nn::linear(&root / "fc1", 4, 16, Default::default());
-        let bn = with_bn.then(|| nn::batch_norm1d(&root / "bn", 16, Default::default()));
-        let fc2 = nn::linear(&root / "fc2", 16, 3, Default::default());
-        let unused = root.randn("unused", &[5], 0.0, 1.0);
-        vs.set_kind(Kind::Double);
-        Self { vs, fc1, bn, fc2, unused, dropout }
-    }
-
-    /// Same architecture with the weights of `other`.
-    pub fn clone_of(other: &Mlp) -> Self {
-        let mut m = Mlp::build(0, other.dropout, other.bn.is_some());
-        m.vs.copy(&other.vs).unwrap();
-        m
-    }
-
+    /// Copies of every variable, sorted by name.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut v: Vec<(String, Tensor)> =
             self.vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
@@ -65,31 +50,69 @@ impl Mlp {
     }
 }
 
-impl Model for Mlp {
+impl Model for Net {
     type Batch = Batch;
+
     fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }
+
     fn forward(&self, b: &Batch, train: bool, noise: Option<&InputNoise>) -> Tensor {
-        let x = match noise {
-            Some(n) => n.apply(&b.x),
-            None => b.x.shallow_clone(),
-        };
-        let h = self.fc1.forward_t(&x, train);
-        let h = match &self.bn {
-            Some(bn) => bn.forward_t(&h, train),
-            None => h,
-        };
-        let h = h.tanh().dropout(self.dropout, train);
-        self.fc2.forward_t(&h, train)
+        let x = noise.map_or_else(|| b.x.shallow_clone(), |n| n.apply(&b.x));
+        self.layers.forward_t(&x, train)
     }
+
     fn loss(&self, logits: &Tensor, b: &Batch) -> Tensor {
-        // Not `cross_entropy_for_logits`, which computes in float32.
-        logits.cross_entropy_loss::<Tensor>(&b.y, None, tch::Reduction::Mean, -100, 0.0)
+        logits.log_softmax(-1, logits.kind()).nll_loss(&b.y)
     }
+
     fn batch_size(&self, b: &Batch) -> usize {
         b.x.size()[0] as usize
     }
+}
+
+/// Linear(4 → hidden) – BatchNorm1d (optional) – tanh – dropout – Linear(hidden → 3), float64 on the CPU.
+pub struct Mlp {
+    pub hidden: i64,
+    pub batch_norm: bool,
+    pub dropout: f64,
+    /// Adds a variable `unused` that the forward never reads: it must never receive a gradient or an update.
+    pub unused: bool,
+}
+
+impl Mlp {
+    /// The model, initialised by torch's default initialisers from `seed`.
+    pub fn build(&self, seed: i64) -> Net {
+        tch::manual_seed(seed);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let mut layers = nn::seq_t().add(nn::linear(&root / "fc1", 4, self.hidden, Default::default()));
+        if self.batch_norm {
+            layers = layers.add(nn::batch_norm1d(&root / "bn", self.hidden, Default::default()));
+        }
+        let dropout = self.dropout;
+        layers = layers.add_fn(|h| h.tanh()).add_fn_t(move |h, train| h.dropout(dropout, train)).add(nn::linear(
+            &root / "fc2",
+            self.hidden,
+            3,
+            Default::default(),
+        ));
+        if self.unused {
+            let _ = root.randn("unused", &[5], 0.0, 1.0);
+        }
+        vs.set_kind(Kind::Double);
+        Net::new(vs, layers)
+    }
+}
+
+/// The tests' model: 16 hidden units with batch norm, dropout `dropout`, and an unused variable.
+pub fn mlp(seed: i64, dropout: f64) -> Net {
+    Mlp { hidden: 16, batch_norm: true, dropout, unused: true }.build(seed)
+}
+
+/// Without batch norm, micro-batches are exact slices of a batch (for accumulation tests).
+pub fn mlp_without_bn(seed: i64) -> Net {
+    Mlp { hidden: 16, batch_norm: false, dropout: 0.0, unused: true }.build(seed)
 }
 
 pub fn batches(seed: i64, n: usize, rows: i64) -> Vec<Batch> {
