@@ -73,7 +73,7 @@ regress-run: setup assets
 
 # Per-method step time and optimizer overhead (criterion).
 bench: setup
-    cargo bench -p tram-core --bench step
+    cargo bench -p tram-task --bench step
 
 # Fine-tune a small model with TRAM in a hand-written loop.
 example: setup

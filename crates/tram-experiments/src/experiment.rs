@@ -243,11 +243,8 @@ impl Profile {
         }
         self.run_settings(&self.methods[0], self.seeds[0], DeviceChoice::Cpu).validate()?;
         // The schedule's length is the run's unless given; the sweep checks it again once that is known.
-        let mut schedule = self.schedule.clone();
-        if schedule.total_steps == 0 {
-            schedule.total_steps = schedule.warmup_steps + 1;
-        }
-        schedule.validate()?;
+        let warmup = self.schedule.warmup_steps;
+        self.schedule.clone().with_total_steps_if_unset(warmup + 1).validate()?;
         Ok(())
     }
 

@@ -45,10 +45,7 @@ fn plan(exp: &Experiment, profile: &Profile, opts: &SweepOptions, task: &dyn Tas
         let id = run_id(&method, seed);
         let run = profile.run_settings(&method, seed, opts.device);
         let steps = task.steps_per_epoch(&run).with_context(|| format!("run {id}"))?;
-        let mut schedule = run.optimizer.schedule.clone();
-        if schedule.total_steps == 0 {
-            schedule.total_steps = (steps * run.epochs) as u64;
-        }
+        let schedule = run.optimizer.schedule.clone().with_total_steps_if_unset((steps * run.epochs) as u64);
         schedule.validate().with_context(|| format!("run {id}: the schedule over {} steps", steps * run.epochs))?;
         let config = RunConfig { run, task: profile.task.clone() };
         let dir = RunDir::new(root, &exp.file.name, &opts.profile, &id);

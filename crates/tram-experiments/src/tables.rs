@@ -137,7 +137,7 @@ pub fn variants(
     let mut labels = vec![];
     let metric = summaries.first().map_or(Metric::Accuracy, |s| s.metric);
     for (m, t) in methods.iter().zip(timings) {
-        let (measure, rule, domain) = m.build()?.describe();
+        let tram_core::method::Description { measure, rule, domain } = m.build()?.describe();
         let lab = label(m, base);
         let stated = m.name.paper_passes();
         let runs = runs_of(summaries, m);

@@ -6,6 +6,8 @@ use std::time::Duration;
 use tram_core::{Model, OptimizerConfig, StepDriver};
 
 use crate::error::Result;
+use tram_stats::median;
+
 use crate::result::Timing;
 
 /// Median step time of each configuration over `rounds` interleaved rounds after `warmup` rounds (allocators,
@@ -24,9 +26,7 @@ pub fn time_interleaved<M: Model>(
         .iter()
         .map(|c| {
             let mut c = c.clone();
-            if c.schedule.total_steps == 0 {
-                c.schedule.total_steps = (warmup + rounds + 1) as u64;
-            }
+            c.schedule = c.schedule.with_total_steps_if_unset((warmup + rounds + 1) as u64);
             StepDriver::new(model, c)
         })
         .collect::<tram_core::Result<Vec<_>>>()?;
@@ -61,14 +61,4 @@ pub fn time_interleaved<M: Model>(
             param_bytes: drivers[k].param_bytes(),
         })
         .collect())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }

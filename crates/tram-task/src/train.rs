@@ -138,9 +138,7 @@ pub fn train<M: Model>(
         return Err(config_err("an epoch of 0 steps trains nothing"));
     }
     let mut optimizer = run.optimizer.clone();
-    if optimizer.schedule.total_steps == 0 {
-        optimizer.schedule.total_steps = (steps_per_epoch * run.epochs) as u64;
-    }
+    optimizer.schedule = optimizer.schedule.with_total_steps_if_unset((steps_per_epoch * run.epochs) as u64);
     let mut driver = StepDriver::new(model, optimizer)?;
     let mut result = RunResult {
         device: format!("{:?}", model.var_store().device()),

@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "adamw" => BaseConfig::adamw(),
         other => return Err(format!("unknown base optimizer `{other}`").into()),
     };
-    let mut optimizer = OptimizerConfig::new(MethodConfig::new(method), base, LrSchedule::cosine(lr, 0));
+    let mut optimizer = OptimizerConfig::new(MethodConfig::new(method), base, LrSchedule::cosine(lr));
     optimizer.seed = get("--seed").map_or(Ok(0), |s| s.parse())?;
     let mut run = RunSettings::new(optimizer, get("--epochs").map_or(Ok(5), |s| s.parse())?, 32);
     if let Some(v) = get("--batch") {

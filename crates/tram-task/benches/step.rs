@@ -8,8 +8,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig, StepDriver};
+use tram_stats::median;
+use tram_task::time_interleaved;
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tram-core/tests/common/mod.rs"]
 mod common;
 use common::{Batch, Net};
 
@@ -57,9 +59,12 @@ fn methods() -> Vec<MethodName> {
     MethodName::ALL.into_iter().filter(|m| !m.is_combination()).collect()
 }
 
+fn config(m: MethodName) -> OptimizerConfig {
+    OptimizerConfig::new(MethodConfig::new(m), BaseConfig::sgd_momentum(0.9), LrSchedule::constant(1e-3))
+}
+
 fn driver(net: &Net, m: MethodName) -> StepDriver {
-    let cfg = OptimizerConfig::new(MethodConfig::new(m), BaseConfig::sgd_momentum(0.9), LrSchedule::constant(1e-3));
-    StepDriver::new(net, cfg).unwrap()
+    StepDriver::new(net, config(m)).unwrap()
 }
 
 fn bench_steps(c: &mut Criterion) {
@@ -75,42 +80,25 @@ fn bench_steps(c: &mut Criterion) {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 /// Interleaved rounds (every method once per round), so machine noise hits all methods alike.
 fn summary(_: &mut Criterion) {
     tch::set_num_threads(1);
     let rounds = 60;
     for (name, (net, batch)) in [("mlp", mlp()), ("cnn", cnn())] {
-        let mut drivers: Vec<StepDriver> = methods().into_iter().map(|m| driver(&net, m)).collect();
-        let mut total = vec![Vec::new(); methods().len()];
-        let mut share = vec![Vec::new(); methods().len()];
-        for round in 0..rounds + 5 {
-            for (k, d) in drivers.iter_mut().enumerate() {
-                d.step(&net, std::slice::from_ref(&batch)).unwrap();
-                if round >= 5 {
-                    let t = d.last_timing();
-                    total[k].push(t.total.as_secs_f64());
-                    share[k].push(t.optimizer_share());
-                }
-            }
-        }
-        let med: Vec<f64> = total.iter_mut().map(|v| median(v)).collect();
-        let (base, sam) = (med[0], med[1]);
+        let configs: Vec<OptimizerConfig> = methods().into_iter().map(config).collect();
+        let timings = time_interleaved(&net, std::slice::from_ref(&batch), &configs, 5, rounds, || {}).unwrap();
+        let (base, sam) = (timings[0].median_ms, timings[1].median_ms);
         // The model's own costs: a forward without gradient (what TRAM's target pass runs) and a forward with
         // gradient plus its backward (what every other pass runs). They bound TRAM/SAM from below.
         let time = |f: &mut dyn FnMut()| {
-            let mut v: Vec<f64> = (0..rounds)
+            let v: Vec<f64> = (0..rounds)
                 .map(|_| {
                     let t = std::time::Instant::now();
                     f();
                     t.elapsed().as_secs_f64()
                 })
                 .collect();
-            median(&mut v)
+            median(&v)
         };
         let fwd = time(&mut || {
             let _ = tch::no_grad(|| net.forward(&batch, true, None));
@@ -127,14 +115,14 @@ fn summary(_: &mut Criterion) {
         );
         println!("{name}: median step time over {rounds} interleaved rounds (1 thread)");
         println!("{:<16} {:>10} {:>8} {:>8} {:>10}", "method", "step ms", "/base", "/SAM", "opt share");
-        for (k, m) in methods().iter().enumerate() {
+        for t in &timings {
             println!(
                 "{:<16} {:>10.3} {:>8.2} {:>8.2} {:>9.1}%",
-                m.as_str(),
-                med[k] * 1e3,
-                med[k] / base,
-                med[k] / sam,
-                100.0 * median(&mut share[k])
+                t.method.name.as_str(),
+                t.median_ms,
+                t.median_ms / base,
+                t.median_ms / sam,
+                100.0 * t.optimizer_share
             );
         }
     }
