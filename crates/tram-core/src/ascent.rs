@@ -36,7 +36,22 @@ pub enum Ascent {
     Tram {
         eta: f64,
         max_radius: Option<f64>,
+        #[serde(default)]
+        eps: TramEps,
     },
+}
+
+/// Which ε TRAM takes with its radius d.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TramEps {
+    /// Eq. 7: ε = d·T²⊙g / ‖T⊙g‖, along the gradient (ASAM's rule with ρ ← d).
+    #[default]
+    Paper,
+    /// The released code's ε = d·T² / ‖T⊙g‖: the gradient's direction is dropped, only its norm remains in the
+    /// denominator, so ε is a shift towards larger |θ| whatever the loss does there (the released code has no
+    /// η: set `eta = 0` to reproduce it exactly).
+    ReleasedCode,
 }
 
 /// The outcome of an ascent rule: ε = `coef` · `direction` (the scaled gradient a ⊙ g), kept factored so that
@@ -121,6 +136,11 @@ impl Ascent {
                 };
                 let ag = match *self {
                     Ascent::Sam { .. } => g.shallow_clone(),
+                    Ascent::Tram { eta, eps: TramEps::ReleasedCode, .. } => {
+                        let t = p.abs() + eta;
+                        n_terms.push((&t * g).norm());
+                        t.square()
+                    }
                     Ascent::Asam { eta, .. } | Ascent::Tram { eta, .. } => {
                         let t = p.abs() + eta;
                         let tg = &t * g;
@@ -180,7 +200,7 @@ mod tests {
             Ascent::Sam { rho: 0.05 },
             Ascent::Asam { rho: 0.5, eta: 0.01 },
             Ascent::Fisher { gamma: 0.1, eta: 0.1 },
-            Ascent::Tram { eta: 0.01, max_radius: None },
+            Ascent::Tram { eta: 0.01, max_radius: None, eps: TramEps::Paper },
         ]
     }
 
@@ -227,7 +247,10 @@ mod tests {
         // ASAM, η = 1: T = (2, 2), T ⊙ g = (6, 8) of norm 10, T² ⊙ g = (12, 16), so ε = 0.5 · (12, 16) / 10.
         assert_near(&values(&eps(Ascent::Asam { rho: 0.5, eta: 1.0 }, None)[0]), &[0.6, 0.8]);
         // TRAM with d = 0.5 is that ASAM step (Eq. 7).
-        assert_near(&values(&eps(Ascent::Tram { eta: 1.0, max_radius: None }, Some(0.5))[0]), &[0.6, 0.8]);
+        assert_near(
+            &values(&eps(Ascent::Tram { eta: 1.0, max_radius: None, eps: TramEps::Paper }, Some(0.5))[0]),
+            &[0.6, 0.8],
+        );
         // Fisher, η = 1/9: f = 1 + g²/9 = (2, 25/9), g/f = (1.5, 1.44), Σ g²/f = 4.5 + 5.76 = 10.26.
         let fisher = values(&eps(Ascent::Fisher { gamma: 0.1, eta: 1.0 / 9.0 }, None)[0]);
         let n = 10.26f64.sqrt();
@@ -264,11 +287,19 @@ mod tests {
     fn tram_with_fixed_d_equals_asam_with_rho_d() {
         let (p, g) = setup();
         let d = 0.123;
-        let tram = Ascent::Tram { eta: 0.01, max_radius: None }.perturbation(&p, &g, Some(&Tensor::from(d)));
+        let tram = Ascent::Tram { eta: 0.01, max_radius: None, eps: TramEps::Paper }.perturbation(
+            &p,
+            &g,
+            Some(&Tensor::from(d)),
+        );
         let asam = Ascent::Asam { rho: d, eta: 0.01 }.perturbation(&p, &g, None);
         assert_eq!(compare(&tram.eps(), &asam.eps(), |x, y| x.equal(y)), 2);
         // With a cap below d, the radius is the cap.
-        let capped = Ascent::Tram { eta: 0.01, max_radius: Some(0.05) }.perturbation(&p, &g, Some(&Tensor::from(d)));
+        let capped = Ascent::Tram { eta: 0.01, max_radius: Some(0.05), eps: TramEps::Paper }.perturbation(
+            &p,
+            &g,
+            Some(&Tensor::from(d)),
+        );
         assert_eq!(capped.radius.double_value(&[]), 0.05);
     }
 
@@ -276,10 +307,49 @@ mod tests {
     fn tram_eps_is_proportional_to_the_gradient() {
         // The released code's ε = d θ²/‖θ g‖ ignores g's direction; Eq. 7 does not.
         let (p, g) = setup();
-        let out = Ascent::Tram { eta: 0.0, max_radius: None }.perturbation(&p, &g, Some(&Tensor::from(1.0f64)));
+        let out = Ascent::Tram { eta: 0.0, max_radius: None, eps: TramEps::Paper }.perturbation(
+            &p,
+            &g,
+            Some(&Tensor::from(1.0f64)),
+        );
         let ratio = out.eps()[0].as_ref().unwrap() / (p[0].square() * g[0].as_ref().unwrap());
         let r = ratio.flatten(0, -1);
         assert!(r.allclose(&r.mean(Kind::Double).expand_as(&r), 1e-9, 1e-12, false));
+    }
+
+    #[test]
+    fn released_code_eps_drops_the_gradient_direction() {
+        // ε = d·θ²/‖θ⊙g‖ (η = 0): the same whatever the sign of g, and exactly that formula.
+        let (p, g) = setup();
+        let rule = Ascent::Tram { eta: 0.0, max_radius: None, eps: TramEps::ReleasedCode };
+        let d = 0.3f64;
+        let out = rule.perturbation(&p, &g, Some(&Tensor::from(d)));
+        let neg: Vec<Option<Tensor>> = g.iter().map(|g| g.as_ref().map(|g| -g)).collect();
+        let flipped = rule.perturbation(&p, &neg, Some(&Tensor::from(d)));
+        let norm: f64 = p
+            .iter()
+            .zip(&g)
+            .filter_map(|(p, g)| g.as_ref().map(|g| (p * g).square().sum(Kind::Double).double_value(&[])))
+            .sum::<f64>()
+            .sqrt();
+        let mut compared = 0;
+        for ((e, f), (p, g)) in out.eps().iter().zip(&flipped.eps()).zip(p.iter().zip(&g)) {
+            match (e, g) {
+                (Some(e), Some(_)) => {
+                    assert!(e.equal(f.as_ref().unwrap()), "independent of g's sign");
+                    assert!(e.allclose(&(p.square() * (d / norm)), 1e-12, 1e-15, false));
+                    compared += 1;
+                }
+                (None, None) => assert!(f.is_none()),
+                _ => panic!("ε exactly where g exists"),
+            }
+        }
+        assert_eq!(compared, 2);
+        // Eq. 7 with the flipped gradient flips ε instead.
+        let paper = Ascent::Tram { eta: 0.0, max_radius: None, eps: TramEps::Paper };
+        let (a, b) =
+            (paper.perturbation(&p, &g, Some(&Tensor::from(d))), paper.perturbation(&p, &neg, Some(&Tensor::from(d))));
+        assert!(a.eps()[0].as_ref().unwrap().allclose(&-b.eps()[0].as_ref().unwrap(), 0.0, 1e-15, false));
     }
 
     #[test]

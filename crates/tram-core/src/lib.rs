@@ -35,7 +35,7 @@ pub mod noise;
 pub mod schedule;
 pub mod step;
 
-pub use ascent::Ascent;
+pub use ascent::{Ascent, TramEps};
 pub use base::{BaseConfig, BaseOptimizer};
 pub use divergence::{Divergence, DivergenceKind, Reduction};
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::ascent::Ascent;
+use crate::ascent::{Ascent, TramEps};
 use crate::divergence::{Divergence, DivergenceKind, Reduction};
 use crate::error::{config_err, Result};
 use crate::noise::{NoiseKind, NoiseSpec};
@@ -86,7 +86,7 @@ use defaults::*;
 const ASAM: Option<Ascent> = Some(Ascent::Asam { rho: ASAM_RHO, eta: ASAM_ETA });
 const FISHER: Option<Ascent> = Some(Ascent::Fisher { gamma: FSAM_GAMMA, eta: FSAM_ETA });
 /// Eq. 7: ASAM's rule with the radius d.
-const TRAM: Option<Ascent> = Some(Ascent::Tram { eta: ASAM_ETA, max_radius: None });
+const TRAM: Option<Ascent> = Some(Ascent::Tram { eta: ASAM_ETA, max_radius: None, eps: TramEps::Paper });
 const NOISE: NoiseSpec = NoiseSpec { sigma: SIGMA, kind: NoiseKind::Gaussian };
 const EMA: Target = Target::Ema { decay: EMA_DECAY };
 
@@ -372,6 +372,9 @@ pub struct MethodConfig {
     pub scale: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_radius: Option<f64>,
+    /// TRAM's ε: `paper` (Eq. 7, the default) or `released-code` (the gradient dropped, as the released code does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<TramEps>,
 }
 
 /// What the divergence is measured against.
@@ -443,6 +446,7 @@ enum Value {
     Noise(NoiseKind),
     Divergence(DivergenceKind),
     Reduction(Reduction),
+    Eps(TramEps),
 }
 
 /// A hyperparameter held by a piece, which a config key can override; its kind says what values it takes.
@@ -456,6 +460,7 @@ enum Slot<'a> {
     Noise(&'a mut NoiseKind),
     Divergence(&'a mut DivergenceKind),
     Reduction(&'a mut Reduction),
+    Eps(&'a mut TramEps),
 }
 
 impl Slot<'_> {
@@ -475,6 +480,7 @@ impl Slot<'_> {
             (Slot::Noise(x), Value::Noise(v)) => **x = v,
             (Slot::Divergence(x), Value::Divergence(v)) => **x = v,
             (Slot::Reduction(x), Value::Reduction(v)) => **x = v,
+            (Slot::Eps(x), Value::Eps(v)) => **x = v,
             (_, v) => unreachable!("key `{key}`: a piece's slot cannot hold {v:?}"),
         }
         Ok(())
@@ -495,8 +501,12 @@ impl Method {
             Some(Ascent::Fisher { gamma, eta }) => {
                 slots.extend([("gamma", Slot::NonNegative(gamma)), ("eta", Slot::NonNegative(eta))]);
             }
-            Some(Ascent::Tram { eta, max_radius }) => {
-                slots.extend([("eta", Slot::NonNegative(eta)), ("max_radius", Slot::Cap(max_radius))]);
+            Some(Ascent::Tram { eta, max_radius, eps }) => {
+                slots.extend([
+                    ("eta", Slot::NonNegative(eta)),
+                    ("max_radius", Slot::Cap(max_radius)),
+                    ("eps", Slot::Eps(eps)),
+                ]);
             }
             None => {}
         }
@@ -547,6 +557,7 @@ impl MethodConfig {
             reduction: None,
             scale: None,
             max_radius: None,
+            eps: None,
         }
     }
 
@@ -565,6 +576,7 @@ impl MethodConfig {
             ("reduction", self.reduction.map(Value::Reduction)),
             ("scale", self.scale.map(Number)),
             ("max_radius", self.max_radius.map(Number)),
+            ("eps", self.eps.map(Value::Eps)),
         ];
         keys.into_iter().filter_map(|(key, value)| Some((key, value?))).collect()
     }
@@ -641,7 +653,10 @@ impl Method {
             Some(Ascent::Fisher { gamma, eta }) => {
                 ("Eq. 8 (Fisher)".to_string(), format!("F̂-ellipse, γ={gamma}, η={eta}"))
             }
-            Some(Ascent::Tram { .. }) => ("Eq. 7 (TRAM)".to_string(), "d-ball".to_string()),
+            Some(Ascent::Tram { eps: TramEps::Paper, .. }) => ("Eq. 7 (TRAM)".to_string(), "d-ball".to_string()),
+            Some(Ascent::Tram { eps: TramEps::ReleasedCode, .. }) => {
+                ("released code: d·T²/‖T g‖ (no g)".to_string(), "d-ball".to_string())
+            }
         };
         Description { measure, rule, domain }
     }
@@ -691,6 +706,7 @@ mod tests {
                     "noise" => "\"uniform\"",
                     "divergence" => "\"kl-reverse\"",
                     "reduction" => "\"released-code\"",
+                    "eps" => "\"released-code\"",
                     _ => "0.25",
                 };
                 toml.push_str(&format!("{key} = {value}\n"));
@@ -709,7 +725,7 @@ mod tests {
         let keys = |name: MethodName| name.info().preset().keys().join(", ");
         assert_eq!(keys(MethodName::Base), "");
         assert_eq!(keys(MethodName::Sam), "rho");
-        assert_eq!(keys(MethodName::TramX), "eta, max_radius, sigma, noise, divergence, reduction, scale");
+        assert_eq!(keys(MethodName::TramX), "eta, max_radius, eps, sigma, noise, divergence, reduction, scale");
         assert_eq!(keys(MethodName::TramFisher), "gamma, eta, sigma, noise");
         assert_eq!(keys(MethodName::AsamMesa), "rho, eta, lambda, decay, divergence, reduction, scale");
     }
@@ -772,6 +788,18 @@ mod tests {
     }
 
     #[test]
+    fn the_released_code_eps_is_an_option_of_the_tram_methods_only() {
+        let cfg: MethodConfig = toml::from_str("name = \"tram-x\"\neps = \"released-code\"\neta = 0.0").unwrap();
+        let m = cfg.build().unwrap();
+        assert_eq!(m.ascent, Some(Ascent::Tram { eta: 0.0, max_radius: None, eps: TramEps::ReleasedCode }));
+        assert!(m.describe().rule.starts_with("released code"));
+        let err =
+            toml::from_str::<MethodConfig>("name = \"asam\"\neps = \"released-code\"").unwrap().build().unwrap_err();
+        assert!(err.to_string().contains("key `eps` does not apply to method `asam`"), "{err}");
+        assert_eq!(MethodConfig::new(MethodName::TramPrev).build().unwrap().ascent, TRAM, "Eq. 7 by default");
+    }
+
+    #[test]
     fn overrides_apply() {
         let cfg: MethodConfig = toml::from_str(
             "name = \"tram-x\"\nsigma = 0.02\nnoise = \"uniform\"\ndivergence = \"kl-symmetric\"\nmax_radius = 0.5",
@@ -781,6 +809,6 @@ mod tests {
         let tr = m.trust_region.unwrap();
         assert_eq!(tr.target, Target::InputNoise(NoiseSpec { sigma: 0.02, kind: NoiseKind::Uniform }));
         assert_eq!(tr.divergence.kind, DivergenceKind::KlSymmetric);
-        assert_eq!(m.ascent, Some(Ascent::Tram { eta: 0.01, max_radius: Some(0.5) }));
+        assert_eq!(m.ascent, Some(Ascent::Tram { eta: 0.01, max_radius: Some(0.5), eps: TramEps::Paper }));
     }
 }

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::atomic::read_csv;
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
-use crate::atomic::read_csv;
 
 /// One row of a long CSV.
 #[derive(Debug)]
@@ -82,8 +82,12 @@ pub fn rows(path: &Path) -> Result<Vec<Row>> {
     Ok(out)
 }
 
-/// Mean, 95% CI and n per (experiment, profile, metric, set, method) across runs.
-pub fn compare(paths: &[PathBuf], metric: Option<&str>) -> Result<()> {
+/// Mean, 95% CI and n per (experiment, profile, metric, set, method) across runs; with a `baseline` method, each
+/// other method's paired difference to it (same seed), its 95% interval and the two-sided Wilcoxon p-value.
+pub fn compare(paths: &[PathBuf], metric: Option<&str>, baseline: Option<&str>) -> Result<()> {
+    if let Some(b) = baseline {
+        return compare_to(paths, metric, b);
+    }
     if paths.is_empty() {
         bail!("give one or more tidy CSVs, e.g. results/table3-embedded-long.csv");
     }
@@ -123,6 +127,68 @@ pub fn compare(paths: &[PathBuf], metric: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+fn compare_to(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result<()> {
+    type Key = (String, String, String, String);
+    let mut values: BTreeMap<Key, BTreeMap<String, BTreeMap<u64, f64>>> = BTreeMap::new();
+    for p in paths {
+        for r in rows(p)? {
+            if metric.is_none_or(|m| r.metric.contains(m)) {
+                let key = (r.experiment, r.profile, r.metric, r.set);
+                values.entry(key).or_default().entry(r.method).or_default().insert(r.seed, r.value);
+            }
+        }
+    }
+    let (mut cols, mut n, mut diff, mut ci, mut p): (
+        [Vec<String>; 5],
+        Vec<u64>,
+        Vec<f64>,
+        Vec<Option<f64>>,
+        Vec<Option<f64>>,
+    ) = Default::default();
+    let mut found = false;
+    for ((e, pr, k, set), methods) in &values {
+        let Some(base) = methods.get(baseline) else { continue };
+        found = true;
+        for (m, by_seed) in methods.iter().filter(|(m, _)| m.as_str() != baseline) {
+            let pairs: Vec<(f64, f64)> = by_seed.iter().filter_map(|(s, v)| base.get(s).map(|b| (*v, *b))).collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            let (a, b): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
+            let Ok(d) = tram_stats::paired_difference(&a, &b) else { continue };
+            let w = match tram_stats::wilcoxon(&a, &b, tram_stats::Alternative::TwoSided) {
+                Ok(w) => Some(w.pvalue),
+                Err(tram_stats::StatsError::AllZeroDifferences) => Some(1.0),
+                Err(_) => None,
+            };
+            for (c, x) in cols.iter_mut().zip([e, pr, k, set, m]) {
+                c.push(x.clone());
+            }
+            n.push(d.n as u64);
+            diff.push(d.mean_diff);
+            ci.push(Some(d.ci95).filter(|v| v.is_finite()));
+            p.push(w);
+        }
+    }
+    if !found {
+        bail!("no rows of method `{baseline}` to compare with (methods are named as in the `method` column, e.g. base, sam-rho0.1)");
+    }
+    let [e, pr, k, set, m] = cols;
+    let df = DataFrame::new(vec![
+        Column::new("experiment".into(), e),
+        Column::new("profile".into(), pr),
+        Column::new("metric".into(), k),
+        Column::new("set".into(), set),
+        Column::new("method".into(), m),
+        Column::new("pairs".into(), n),
+        Column::new(format!("mean diff vs {baseline}").into(), diff),
+        Column::new("ci95".into(), ci),
+        Column::new("wilcoxon_p".into(), p),
+    ])?;
+    println!("{df}");
+    Ok(())
+}
+
 /// How the regression check compares a metric (see [`expectations`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Class {
@@ -143,7 +209,9 @@ fn class(metric: &str) -> Class {
         Class::Time
     } else if metric.starts_with("step") && metric[4..].starts_with(|c: char| c.is_ascii_digit()) {
         Class::Fingerprint
-    } else if ["forward_passes_per_step", "backward_passes_per_step", "extra_memory_bytes", "skipped_steps"].contains(&metric) {
+    } else if ["forward_passes_per_step", "backward_passes_per_step", "extra_memory_bytes", "skipped_steps"]
+        .contains(&metric)
+    {
         Class::Exact
     } else {
         Class::Outcome
@@ -182,7 +250,16 @@ pub fn expectations(calibration: &Path, seed: u64, floor: f64, out: &Path) -> Re
                 ((SPREAD_FACTOR * tram_stats::std_dev(v)).max(floor * r.value.abs().max(1e-12)), false)
             }
         };
-        for (c, x) in cols.iter_mut().zip([&r.experiment, &r.profile, &r.run_id, &r.method, &r.set, &r.domain, &r.metric, &r.metric]) {
+        for (c, x) in cols.iter_mut().zip([
+            &r.experiment,
+            &r.profile,
+            &r.run_id,
+            &r.method,
+            &r.set,
+            &r.domain,
+            &r.metric,
+            &r.metric,
+        ]) {
             c.push(x.clone());
         }
         seed_col.push(r.seed);
@@ -294,7 +371,8 @@ mod tests {
         let text = write("text.csv", &format!("{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,high\n"));
         let err = format!("{:#}", rows(&text).unwrap_err());
         assert!(err.contains("line 2") && err.contains("`high` is not a number"), "{err}");
-        let empty = write("empty.csv", "experiment,profile,run_id,method,seed,set,domain,metric,value,tolerance,relative\n");
+        let empty =
+            write("empty.csv", "experiment,profile,run_id,method,seed,set,domain,metric,value,tolerance,relative\n");
         let ok = write("ok.csv", &format!("{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,0.5\n"));
         assert!(check(&ok, &empty).unwrap_err().to_string().contains("holds no expectation"));
         assert!(check(&ok, &ok).unwrap_err().to_string().contains("no `tolerance`"));

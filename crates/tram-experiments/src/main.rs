@@ -8,6 +8,7 @@ mod meta;
 mod plot;
 mod report;
 mod runs;
+mod significance;
 mod sweep;
 mod tables;
 
@@ -56,12 +57,16 @@ enum Command {
         #[arg(long)]
         fresh: bool,
     },
-    /// Compare methods across runs from tidy CSVs (the *-long.csv files): mean, 95% CI and n per metric and set.
+    /// Compare methods across runs from tidy CSVs (the *-long.csv files): mean, 95% CI and n per metric and set,
+    /// or, with --baseline, paired differences to one method with their 95% interval and Wilcoxon p-value.
     Compare {
         csv: Vec<PathBuf>,
         /// Only metrics containing this text.
         #[arg(long)]
         metric: Option<String>,
+        /// Pair every other method with this one by seed (a method id of the `method` column, e.g. base).
+        #[arg(long)]
+        baseline: Option<String>,
     },
     /// Check a tidy CSV against expectations, each row within its own tolerance (the CI regression check).
     Check { actual: PathBuf, expected: PathBuf },
@@ -94,7 +99,7 @@ fn main() {
         Command::Run { experiment, profile, overrides, device, results, paper, fresh } => {
             run(&experiment, profile, &overrides, &device, results, &paper, fresh)
         }
-        Command::Compare { csv, metric } => compare::compare(&csv, metric.as_deref()),
+        Command::Compare { csv, metric, baseline } => compare::compare(&csv, metric.as_deref(), baseline.as_deref()),
         Command::Check { actual, expected } => compare::check(&actual, &expected),
         Command::Expectations { calibration, seed, floor, out } => {
             compare::expectations(&calibration, seed, floor, &out)
@@ -153,6 +158,7 @@ fn run(
     let pretrained = report::pretrained(&runs_dir, &profile, Some(task.as_ref()), &first_run)?;
     let input = report::ReportInput {
         exp: &exp,
+        runs_dir: &runs_dir,
         profile_name: &profile_name,
         profile: &profile,
         results: &results,

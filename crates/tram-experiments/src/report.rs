@@ -10,6 +10,7 @@ use tram_task::{Evaluation, RunSettings, Task, Timing};
 use crate::atomic;
 use crate::experiment::{method_id, Experiment, Profile, TableKind};
 use crate::runs::Summary;
+use crate::significance;
 use crate::tables::{self, label, PaperTable};
 
 /// The pre-trained model's own evaluation, kept beside the runs (computed once per task configuration).
@@ -65,6 +66,8 @@ fn paper_tables(exp: &Experiment, paper_dir: &Path) -> Vec<PaperTable> {
 /// What the report needs besides the runs.
 pub struct ReportInput<'a> {
     pub exp: &'a Experiment,
+    /// The profile's run folders (`results/runs/<experiment>/<profile>`).
+    pub runs_dir: &'a Path,
     pub profile_name: &'a str,
     pub profile: &'a Profile,
     pub results: &'a Path,
@@ -76,7 +79,7 @@ pub struct ReportInput<'a> {
 /// Writes `<experiment>-<profile>-long.csv`, `<experiment>-<profile>.csv` and (transfer) the plot, and prints the
 /// table.
 pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
-    let ReportInput { exp, profile_name, profile, results, paper_dir, timings, pretrained } = input;
+    let ReportInput { exp, runs_dir, profile_name, profile, results, paper_dir, timings, pretrained } = input;
     let stem = format!("{}-{profile_name}", exp.file.name);
     let long_path = results.join(format!("{stem}-long.csv"));
     atomic::write_csv(&long_path, &mut tables::long_frame(&exp.file.name, profile_name, summaries)?)?;
@@ -91,7 +94,24 @@ pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
             (t, shown)
         }
         TableKind::Transfer => {
-            let t = tables::transfer(&profile.methods, summaries, pretrained.as_deref(), &profile.optimizer, &paper)?;
+            let per_example = significance::read_per_example(runs_dir, summaries)?;
+            let comparisons = significance::compare_all(&profile.methods, summaries, &per_example, metric);
+            let tests_path = results.join(format!("{stem}-tests.csv"));
+            atomic::write_csv(&tests_path, &mut significance::frame(metric, &comparisons)?)?;
+            let std_path = results.join(format!("{stem}-std.csv"));
+            atomic::write_csv(
+                &std_path,
+                &mut tables::std_over_seeds(&profile.methods, summaries, &profile.optimizer)?,
+            )?;
+            println!("wrote {} and {}", tests_path.display(), std_path.display());
+            let t = tables::transfer(
+                &profile.methods,
+                summaries,
+                pretrained.as_deref(),
+                &profile.optimizer,
+                &paper,
+                &comparisons,
+            )?;
             let entries: Vec<(String, String)> =
                 profile.methods.iter().map(|m| (label(m, &profile.optimizer), method_id(m))).collect();
             let plot_stem = results.join(&stem);

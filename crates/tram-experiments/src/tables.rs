@@ -14,6 +14,7 @@ use tram_task::{Evaluation, Metric, Timing};
 use crate::atomic;
 use crate::experiment::method_id;
 use crate::runs::Summary;
+use crate::significance::{self, Comparison, Quantity};
 
 /// The label the paper prints for a method (the base optimizer by its name), with any hyperparameter the entry
 /// sets: `SAM`, `SAM (rho=0.1)`.
@@ -212,6 +213,7 @@ pub fn transfer(
     pretrained: Option<&[Evaluation]>,
     base: &BaseConfig,
     paper: &[PaperTable],
+    comparisons: &[Comparison],
 ) -> Result<DataFrame> {
     let Some(first) = summaries.first() else { anyhow::bail!("no finished run to tabulate") };
     let metric = first.metric;
@@ -222,6 +224,32 @@ pub fn transfer(
     header.extend(zs_sets.iter().cloned());
     if !zs_sets.is_empty() {
         header.push(format!("ZS avg {}", metric.arrow()));
+    }
+    // Paired differences against the base optimizer and SAM (same seed: same initial head, same data order).
+    let references: Vec<(String, String)> = methods
+        .iter()
+        .filter(|m| matches!(m.name, MethodName::Base | MethodName::Sam) && method_id(m) == m.name.as_str())
+        .map(|m| (method_id(m), label(m, base)))
+        .collect();
+    let quantities: Vec<Quantity> = [Quantity::InDomain, Quantity::ZsAvg]
+        .into_iter()
+        .filter(|q| *q == Quantity::InDomain || !zs_sets.is_empty())
+        .collect();
+    let seeds = summaries.iter().map(|s| s.seed).collect::<std::collections::BTreeSet<_>>().len();
+    let paired = seeds >= 2;
+    if paired {
+        for (_, lab) in &references {
+            for q in &quantities {
+                header.push(format!(
+                    "Δ {} vs {lab} (95% CI)",
+                    if *q == Quantity::InDomain { "in-domain" } else { "ZS avg" }
+                ));
+            }
+        }
+    }
+    let significance_column = !comparisons.is_empty() && !zs_sets.is_empty();
+    if significance_column {
+        header.push("ZS avg vs the other methods".to_string());
     }
     for p in paper {
         header.extend(p.columns.iter().map(|c| format!("paper {}: {c}", p.name)));
@@ -243,6 +271,12 @@ pub fn transfer(
             let zs: Vec<f64> =
                 zs_sets.iter().filter_map(|s| evals.iter().find(|e| &e.set == s).map(|e| e.value)).collect();
             row.push(metric.format(tram_stats::mean(&zs)));
+        }
+        if paired {
+            row.extend(std::iter::repeat_n(String::new(), references.len() * quantities.len()));
+        }
+        if significance_column {
+            row.push(String::new());
         }
         row.extend(paper.iter().flat_map(|p| {
             // The paper's own pre-trained row is the first one that is not a method (GPT-2, GPT2-XL).
@@ -266,6 +300,18 @@ pub fn transfer(
         if !zs_sets.is_empty() {
             row.push(mean_ci(metric, &runs.iter().map(|s| s.zero_shot_mean()).collect::<Vec<_>>()));
         }
+        let id = method_id(m);
+        if paired {
+            for (reference, _) in &references {
+                for q in &quantities {
+                    let c = comparisons.iter().find(|c| c.a == id && &c.b == reference && c.quantity == *q);
+                    row.push(c.map_or_else(String::new, |c| significance::format_diff(metric, c)));
+                }
+            }
+        }
+        if significance_column {
+            row.push(significance::verdict(&id, Quantity::ZsAvg, comparisons));
+        }
         row.extend(paper_cells(&lab));
         rows.push(row);
     }
@@ -274,6 +320,32 @@ pub fn transfer(
         .enumerate()
         .map(|(j, h)| Column::new(h.as_str().into(), rows.iter().map(|r| r[j].clone()).collect::<Vec<_>>()))
         .collect();
+    Ok(DataFrame::new(columns)?)
+}
+
+/// Table 13's companion to a transfer table: the standard deviation over seeds of each method's value on every
+/// set, as the metric is shown (accuracy in points).
+pub fn std_over_seeds(methods: &[MethodConfig], summaries: &[Summary], base: &BaseConfig) -> Result<DataFrame> {
+    let Some(first) = summaries.first() else { anyhow::bail!("no finished run to tabulate") };
+    let metric = first.metric;
+    let sets: Vec<String> = first.evaluations.iter().map(|e| e.set.clone()).collect();
+    let mut columns = vec![
+        Column::new("method".into(), methods.iter().map(|m| label(m, base)).collect::<Vec<_>>()),
+        Column::new("seeds".into(), methods.iter().map(|m| runs_of(summaries, m).len() as u64).collect::<Vec<_>>()),
+    ];
+    for set in &sets {
+        let v: Vec<Option<f64>> = methods
+            .iter()
+            .map(|m| {
+                let vals: Vec<f64> = runs_of(summaries, m)
+                    .iter()
+                    .filter_map(|s| s.evaluations.iter().find(|e| &e.set == set).map(|e| metric.shown(e.value)))
+                    .collect();
+                Some(tram_stats::std_dev(&vals)).filter(|v| v.is_finite())
+            })
+            .collect();
+        columns.push(Column::new(set.as_str().into(), v));
+    }
     Ok(DataFrame::new(columns)?)
 }
 
@@ -415,9 +487,26 @@ mod tests {
             eval("fiction", Domain::ZeroShot, Metric::Perplexity, 31.0),
             eval("humor", Domain::ZeroShot, Metric::Perplexity, 41.0),
         ];
-        let df = transfer(&methods(&["base", "tram-prev"]), &s, Some(&pre), &BaseConfig::adam(), &[]).unwrap();
+        let m = methods(&["base", "tram-prev"]);
+        let c = significance::compare_all(&m, &s, &Default::default(), Metric::Perplexity);
+        let df = transfer(&m, &s, Some(&pre), &BaseConfig::adam(), &[], &c).unwrap();
         let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
-        assert_eq!(names, ["method", "seeds", "news (in-domain)", "fiction", "humor", "ZS avg ↓"]);
+        assert_eq!(
+            names,
+            [
+                "method",
+                "seeds",
+                "news (in-domain)",
+                "fiction",
+                "humor",
+                "ZS avg ↓",
+                "Δ in-domain vs Adam (95% CI)",
+                "Δ ZS avg vs Adam (95% CI)",
+                "ZS avg vs the other methods"
+            ]
+        );
+        assert_eq!(cell(&df, "Δ in-domain vs Adam (95% CI)", 2), "−2.0", "one pair: seed 0 only, no interval");
+        assert_eq!(cell(&df, "Δ in-domain vs Adam (95% CI)", 1), "", "no difference of a method with itself");
         assert_eq!(cell(&df, "method", 0), "pre-trained (no fine-tuning)");
         assert_eq!(cell(&df, "ZS avg ↓", 0), "36.0");
         assert_eq!(cell(&df, "method", 1), "Adam");
@@ -436,7 +525,7 @@ mod tests {
             columns: vec!["En".into(), "ZS Avg ↑".into()],
             rows: [("SAM".to_string(), vec!["84.8".to_string(), "73.7".to_string()])].into_iter().collect(),
         };
-        let df = transfer(&methods(&["sam"]), &s, None, &BaseConfig::adam(), &[paper]).unwrap();
+        let df = transfer(&methods(&["sam"]), &s, None, &BaseConfig::adam(), &[paper], &[]).unwrap();
         assert_eq!(cell(&df, "news (in-domain)", 0), "70.00");
         assert_eq!(cell(&df, "ZS avg ↑", 0), "55.00");
         assert_eq!(cell(&df, "paper table5: ZS Avg ↑", 0), "73.7");

@@ -1,0 +1,334 @@
+//! The paper's statistics over finished runs: paired differences by seed with their 95% interval (Table 3), the
+//! Wilcoxon signed-rank test over seeds (Table 5: "p < 0.01 Wilcoxon test"), the two-sample Kolmogorov–Smirnov
+//! test over per-example losses (Table 4: "p < 0.01 Kolmogorov-Smirnov test"), all computed with `tram-stats`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use tram_core::MethodConfig;
+use tram_stats::{ks_2samp, paired_difference, wilcoxon, Alternative, KsMethod};
+use tram_task::{Domain, Metric};
+
+use crate::experiment::method_id;
+use crate::runs::Summary;
+
+/// The level at which the paper calls a difference significant.
+pub const ALPHA: f64 = 0.01;
+
+/// What of a run is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Quantity {
+    /// The in-domain test value.
+    InDomain,
+    /// The macro-average over the zero-shot sets (the paper's "ZS Avg.").
+    ZsAvg,
+}
+
+impl Quantity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantity::InDomain => "in-domain",
+            Quantity::ZsAvg => "zs-avg",
+        }
+    }
+
+    fn of(self, s: &Summary) -> Option<f64> {
+        match self {
+            Quantity::InDomain => s.in_domain().map(|e| e.value),
+            Quantity::ZsAvg => Some(s.zero_shot_mean()).filter(|v| v.is_finite()),
+        }
+    }
+}
+
+/// Per-example values of each run's reported evaluations, by run id and set (from `examples.csv`).
+pub type PerExample = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
+
+/// Reads `examples.csv` of every run under `runs_dir`; runs without one are left out.
+pub fn read_per_example(runs_dir: &Path, summaries: &[Summary]) -> Result<PerExample> {
+    let mut out = PerExample::new();
+    for s in summaries {
+        let path = runs_dir.join(&s.run_id).join("examples.csv");
+        if !path.exists() {
+            continue;
+        }
+        let df = crate::atomic::read_csv(&path)?;
+        let sets = df.column("set").with_context(|| format!("{}: no column `set`", path.display()))?.str()?.clone();
+        let values = df.column("value")?.cast(&DataType::Float64)?;
+        let values = values.f64()?;
+        let by_set = out.entry(s.run_id.clone()).or_default();
+        for (set, v) in sets.into_iter().zip(values) {
+            if let (Some(set), Some(v)) = (set, v) {
+                by_set.entry(set.to_string()).or_default().push(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Method `a` against method `b` on one quantity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub quantity: Quantity,
+    /// Seeds both methods ran.
+    pub pairs: usize,
+    /// Mean of `a − b` over the paired seeds, in the metric's own unit (a fraction for accuracy).
+    pub mean_diff: f64,
+    /// 95% half-width of `mean_diff` (paired t), NaN below two pairs.
+    pub ci95: f64,
+    /// Two-sided Wilcoxon signed-rank p-value over the paired seeds (1 when every difference is 0).
+    pub wilcoxon_p: Option<f64>,
+    /// Two-sided two-sample KS test of the per-example values (perplexity tasks: per-block losses), pooled over
+    /// the paired seeds: (D, p).
+    pub ks: Option<(f64, f64)>,
+    /// Whether `a`'s mean is the better one by the metric's direction.
+    pub a_better: bool,
+}
+
+impl Comparison {
+    /// The test that decides significance: Wilcoxon over seeds when there are at least two pairs, else KS over
+    /// examples (the paper's one-seed language-model runs).
+    pub fn p(&self) -> Option<f64> {
+        if self.pairs >= 2 {
+            self.wilcoxon_p
+        } else {
+            self.ks.map(|k| k.1)
+        }
+    }
+
+    pub fn test_name(&self) -> &'static str {
+        if self.pairs >= 2 {
+            "Wilcoxon"
+        } else {
+            "KS"
+        }
+    }
+
+    pub fn significant(&self) -> bool {
+        self.p().is_some_and(|p| p < ALPHA)
+    }
+}
+
+/// Every ordered pair of method entries, on the in-domain value and the zero-shot average.
+pub fn compare_all(
+    methods: &[MethodConfig],
+    summaries: &[Summary],
+    per_example: &PerExample,
+    metric: Metric,
+) -> Vec<Comparison> {
+    let ids: Vec<String> = methods.iter().map(method_id).collect();
+    let mut out = vec![];
+    for a in &ids {
+        for b in ids.iter().filter(|b| *b != a) {
+            for q in [Quantity::InDomain, Quantity::ZsAvg] {
+                if let Some(c) = compare(a, b, q, summaries, per_example, metric) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `a` against `b` on `q`, paired by seed; `None` when they share no seed with a value.
+pub fn compare(
+    a: &str,
+    b: &str,
+    q: Quantity,
+    summaries: &[Summary],
+    per_example: &PerExample,
+    metric: Metric,
+) -> Option<Comparison> {
+    let run = |m: &str, seed: u64| summaries.iter().find(|s| s.method_id == m && s.seed == seed);
+    let mut pairs = vec![];
+    for sa in summaries.iter().filter(|s| s.method_id == a) {
+        if let Some(sb) = run(b, sa.seed) {
+            if let (Some(x), Some(y)) = (q.of(sa), q.of(sb)) {
+                pairs.push((sa, sb, x, y));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return None;
+    }
+    let (xa, xb): (Vec<f64>, Vec<f64>) = pairs.iter().map(|p| (p.2, p.3)).unzip();
+    let paired = paired_difference(&xa, &xb).ok()?;
+    let wilcoxon_p = match wilcoxon(&xa, &xb, Alternative::TwoSided) {
+        Ok(w) => Some(w.pvalue),
+        Err(tram_stats::StatsError::AllZeroDifferences) => Some(1.0),
+        Err(_) => None,
+    };
+    // KS compares distributions of per-example losses; 0/1 correctness is no continuous sample.
+    let ks = (metric == Metric::Perplexity)
+        .then(|| {
+            let pooled = |runs: &mut dyn Iterator<Item = &Summary>| -> Vec<f64> {
+                runs.flat_map(|s| {
+                    let sets: Vec<String> = match q {
+                        Quantity::InDomain => s.in_domain().map(|e| e.set.clone()).into_iter().collect(),
+                        Quantity::ZsAvg => s
+                            .evaluations
+                            .iter()
+                            .filter(|e| e.domain == Domain::ZeroShot)
+                            .map(|e| e.set.clone())
+                            .collect(),
+                    };
+                    let by_set = per_example.get(&s.run_id);
+                    sets.into_iter().flat_map(move |set| by_set.and_then(|m| m.get(&set)).cloned().unwrap_or_default())
+                })
+                .collect()
+            };
+            let ya = pooled(&mut pairs.iter().map(|p| p.0));
+            let yb = pooled(&mut pairs.iter().map(|p| p.1));
+            ks_2samp(&ya, &yb, Alternative::TwoSided, KsMethod::Auto).ok().map(|k| (k.statistic, k.pvalue))
+        })
+        .flatten();
+    Some(Comparison {
+        a: a.to_string(),
+        b: b.to_string(),
+        quantity: q,
+        pairs: paired.n,
+        mean_diff: paired.mean_diff,
+        ci95: paired.ci95,
+        wilcoxon_p,
+        ks,
+        a_better: metric.better(tram_stats::mean(&xa), tram_stats::mean(&xb)),
+    })
+}
+
+/// `+1.23 [−0.50, +2.96]`: a paired difference and its 95% interval, shown as the metric prints.
+pub fn format_diff(metric: Metric, c: &Comparison) -> String {
+    let f = |v: f64| {
+        let s = metric.format(v.abs());
+        if v < 0.0 {
+            format!("−{s}")
+        } else {
+            format!("+{s}")
+        }
+    };
+    if c.ci95.is_nan() {
+        f(c.mean_diff)
+    } else {
+        format!("{} [{}, {}]", f(c.mean_diff), f(c.mean_diff - c.ci95), f(c.mean_diff + c.ci95))
+    }
+}
+
+/// One line per method: against how many other methods it is significantly better or worse on `q`.
+pub fn verdict(method: &str, q: Quantity, comparisons: &[Comparison]) -> String {
+    let mine: Vec<&Comparison> = comparisons.iter().filter(|c| c.a == method && c.quantity == q).collect();
+    let tested: Vec<&&Comparison> = mine.iter().filter(|c| c.p().is_some()).collect();
+    if tested.is_empty() {
+        return "—".into();
+    }
+    let better = tested.iter().filter(|c| c.significant() && c.a_better).count();
+    let worse = tested.iter().filter(|c| c.significant() && !c.a_better).count();
+    let test = tested[0].test_name();
+    let n = tested.iter().map(|c| c.pairs).min().unwrap_or(0);
+    let unit = if test == "KS" { "examples".to_string() } else { format!("{n} seeds") };
+    format!("better than {better}, worse than {worse} of {} (p<{ALPHA}, {test}, {unit})", tested.len())
+}
+
+/// The comparisons as a table: one row per (a, b, quantity).
+pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
+    let s = |f: &dyn Fn(&Comparison) -> String| comparisons.iter().map(f).collect::<Vec<String>>();
+    let opt = |f: &dyn Fn(&Comparison) -> Option<f64>| comparisons.iter().map(f).collect::<Vec<Option<f64>>>();
+    Ok(DataFrame::new(vec![
+        Column::new("method".into(), s(&|c| c.a.clone())),
+        Column::new("versus".into(), s(&|c| c.b.clone())),
+        Column::new("quantity".into(), s(&|c| c.quantity.as_str().into())),
+        Column::new("metric".into(), s(&|_| metric.as_str().into())),
+        Column::new("pairs".into(), comparisons.iter().map(|c| c.pairs as u64).collect::<Vec<_>>()),
+        Column::new("mean_diff".into(), comparisons.iter().map(|c| c.mean_diff).collect::<Vec<_>>()),
+        Column::new("ci95".into(), opt(&|c| Some(c.ci95).filter(|v| v.is_finite()))),
+        Column::new("wilcoxon_p".into(), opt(&|c| c.wilcoxon_p)),
+        Column::new("ks_statistic".into(), opt(&|c| c.ks.map(|k| k.0))),
+        Column::new("ks_p".into(), opt(&|c| c.ks.map(|k| k.1))),
+        Column::new("better".into(), comparisons.iter().map(|c| c.a_better).collect::<Vec<_>>()),
+        Column::new("significant".into(), comparisons.iter().map(|c| c.significant()).collect::<Vec<_>>()),
+    ])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tram_task::{Evaluation, Split};
+
+    fn run(method: &str, seed: u64, metric: Metric, in_domain: f64, zs: f64) -> Summary {
+        let e = |set: &str, domain, value| Evaluation {
+            set: set.into(),
+            domain,
+            split: Split::Test,
+            metric,
+            value,
+            loss: 1.0,
+            examples: 3,
+            per_example: vec![],
+        };
+        Summary {
+            run_id: format!("{method}-s{seed}"),
+            method_id: method.into(),
+            method: toml::from_str(&format!("name = \"{method}\"")).unwrap(),
+            seed,
+            config_hash: String::new(),
+            device: String::new(),
+            metric,
+            steps: 1,
+            skipped_steps: 0,
+            selected_epoch: 1,
+            final_train_loss: 1.0,
+            early_steps: vec![],
+            last_step_loss: 1.0,
+            evaluations: vec![e("a", Domain::InDomain, in_domain), e("b", Domain::ZeroShot, zs)],
+            forward_passes_per_step: 1.0,
+            backward_passes_per_step: 1.0,
+            param_bytes: 1,
+            extra_memory_bytes: 1,
+            train_seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn wilcoxon_over_eight_seeds_all_better_is_significant() {
+        let mut s = vec![];
+        for seed in 0..8 {
+            s.push(run("base", seed, Metric::Accuracy, 0.5, 0.40 + 0.01 * seed as f64));
+            s.push(run("tram-x", seed, Metric::Accuracy, 0.5, 0.42 + 0.01 * seed as f64 + 0.001 * seed as f64));
+        }
+        let c = compare("tram-x", "base", Quantity::ZsAvg, &s, &PerExample::new(), Metric::Accuracy).unwrap();
+        assert_eq!(c.pairs, 8);
+        // Every difference positive: the exact two-sided p is 2/2⁸.
+        assert_eq!(c.wilcoxon_p, Some(2.0 / 256.0));
+        assert!(c.significant() && c.a_better);
+        let same = compare("tram-x", "base", Quantity::InDomain, &s, &PerExample::new(), Metric::Accuracy).unwrap();
+        assert_eq!((same.wilcoxon_p, same.significant()), (Some(1.0), false), "identical values: no difference");
+        let all = compare_all(
+            &["base", "tram-x"].map(|m| toml::from_str(&format!("name = \"{m}\"")).unwrap()),
+            &s,
+            &PerExample::new(),
+            Metric::Accuracy,
+        );
+        assert_eq!(all.len(), 4);
+        assert!(verdict("tram-x", Quantity::ZsAvg, &all).starts_with("better than 1, worse than 0 of 1"));
+        assert!(verdict("base", Quantity::ZsAvg, &all).starts_with("better than 0, worse than 1 of 1"));
+    }
+
+    #[test]
+    fn one_seed_perplexity_falls_back_to_ks_over_blocks() {
+        let s =
+            vec![run("base", 0, Metric::Perplexity, 20.0, 30.0), run("tram-prev", 0, Metric::Perplexity, 19.0, 29.0)];
+        let mut pe = PerExample::new();
+        pe.entry("base-s0".into()).or_default().insert("a".into(), (0..200).map(|i| 3.0 + 0.01 * i as f64).collect());
+        pe.entry("tram-prev-s0".into())
+            .or_default()
+            .insert("a".into(), (0..200).map(|i| 2.0 + 0.01 * i as f64).collect());
+        let c = compare("tram-prev", "base", Quantity::InDomain, &s, &pe, Metric::Perplexity).unwrap();
+        assert_eq!(c.pairs, 1);
+        assert_eq!(c.test_name(), "KS");
+        let (d, p) = c.ks.unwrap();
+        assert!((d - 0.5).abs() < 0.01 && p < 1e-10, "shifted by half the range: D ≈ 0.5 ({d}), p {p}");
+        assert!(c.a_better && c.significant(), "lower perplexity is better");
+        assert_eq!(format_diff(Metric::Perplexity, &c), "−1.0");
+    }
+}
