@@ -61,6 +61,7 @@ pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Res
         push("", "", "last_step_loss".into(), s.last_step_loss);
         for r in &s.early_steps {
             let k = r.step;
+            push("", "", format!("step{k}_lr"), r.lr);
             push("", "", format!("step{k}_loss"), r.loss);
             push("", "", format!("step{k}_grad_norm"), r.grad_norm);
             push("", "", format!("step{k}_descent_grad_norm"), r.descent_grad_norm);
