@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tram_task::{Evaluation, RunSettings, Task, Timing};
+use tram_task::{DeviceChoice, Evaluation, RunSettings, Task, Timing};
 
 use crate::atomic;
 use crate::experiment::{method_id, Experiment, Profile, TableKind};
@@ -45,6 +45,38 @@ pub fn pretrained(
         evaluations.iter().map(|e| Evaluation { per_example: vec![], ..e.clone() }).collect();
     atomic::write_json(&path, &Pretrained { task_hash: hash, evaluations: stripped.clone() })?;
     Ok(Some(stripped))
+}
+
+/// Step times measured for a variants table, kept beside the runs so that any process can write the table.
+#[derive(Debug, Serialize, Deserialize)]
+struct StepTimes {
+    /// The method entries measured, in the profile's order.
+    methods: Vec<String>,
+    device: String,
+    timings: Vec<Timing>,
+}
+
+/// The step times of the profile's methods: read from `<runs>/timing.json` when it holds these methods, else
+/// measured with `measure` (the task and the device) when given one and written there.
+pub fn timings(
+    runs_dir: &Path,
+    profile: &Profile,
+    measure: Option<(&dyn Task, DeviceChoice)>,
+) -> Result<Option<Vec<Timing>>> {
+    let path = runs_dir.join("timing.json");
+    let methods: Vec<String> = profile.methods.iter().map(method_id).collect();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(t) = serde_json::from_str::<StepTimes>(&text) {
+            if t.methods == methods && t.timings.len() == methods.len() {
+                return Ok(Some(t.timings));
+            }
+        }
+    }
+    let Some((task, device)) = measure else { return Ok(None) };
+    let timings = crate::sweep::measure_timing(profile, task, device, profile.timing_rounds.unwrap_or(10))?;
+    let device = format!("{:?}", device.resolve()?);
+    atomic::write_json(&path, &StepTimes { methods, device, timings: timings.clone() })?;
+    Ok(Some(timings))
 }
 
 /// The paper tables named by the experiment, from `paper_dir`; a missing one is a warning, not an error.
