@@ -71,6 +71,12 @@ regress-run: setup assets
     rm -rf target/regress
     for t in {{regress_tables}}; do ./target/debug/tram run experiments/$t.toml --profile quick --results target/regress --device cpu; done
 
+# Slurm for real (root, Debian; not in CI): a one-node cluster on this machine runs the quick Table 3 profile as a
+# job array of 4 tasks; its tables must equal one process's, and no run may be trained twice.
+test-slurm: setup assets
+    cargo build -p tram-experiments
+    TRAM="${CARGO_TARGET_DIR:-target}/debug/tram" bash tools/test-slurm.sh
+
 # Per-method step time and optimizer overhead (criterion).
 bench: setup
     cargo bench -p tram-task --bench step

@@ -152,3 +152,38 @@ pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
     println!("wrote {} and {}", out.display(), long_path.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tram_core::MethodConfig;
+
+    #[test]
+    fn step_times_are_reused_only_for_the_same_methods() {
+        let exp =
+            Experiment::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table2.toml")).unwrap();
+        let profile = exp.profile("quick", &[]).unwrap();
+        let dir = std::env::temp_dir().join(format!("tram-report-timing-{}", std::process::id()));
+        assert!(timings(&dir, &profile, None).unwrap().is_none(), "nothing measured, nothing to measure with");
+        let timing = |m: &MethodConfig| Timing {
+            method: m.clone(),
+            median_ms: 2.0,
+            optimizer_share: 0.1,
+            forward_passes: 2,
+            backward_passes: 2,
+            extra_memory_bytes: 8,
+            param_bytes: 4,
+        };
+        let stored = StepTimes {
+            methods: profile.methods.iter().map(method_id).collect(),
+            device: "Cpu".into(),
+            timings: profile.methods.iter().map(timing).collect(),
+        };
+        atomic::write_json(&dir.join("timing.json"), &stored).unwrap();
+        let read = timings(&dir, &profile, None).unwrap().expect("written by another process of the sweep");
+        assert_eq!(read, stored.timings);
+        let fewer = exp.profile("quick", &["methods=[{name=\"sam\"}]".into()]).unwrap();
+        assert!(timings(&dir, &fewer, None).unwrap().is_none(), "measured for other methods");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

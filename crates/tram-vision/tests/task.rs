@@ -184,7 +184,7 @@ fn a_corrupt_cached_asset_says_how_to_fetch_it_again() {
         Some(v) => std::env::set_var("TRAM_CACHE", v),
         None => std::env::remove_var("TRAM_CACHE"),
     }
-    let err = result.err().expect("a truncated weights file must not load").to_string();
+    let err = result.expect_err("a truncated weights file must not load").to_string();
     assert!(err.contains(&dir.join("efficientnet-lite0.safetensors").display().to_string()), "{err}");
     assert!(err.contains("looks corrupt") && err.contains("bash tools/assets.sh"), "{err}");
     std::fs::remove_dir_all(&cache).ok();
