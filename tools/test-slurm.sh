@@ -21,6 +21,8 @@ fi
 
 WORK="$(mktemp -d /tmp/tram-slurm.XXXXXX)"
 HOST="$(hostname -s)"
+# The array's tasks run the binary the script names: a copy, so that a rebuild meanwhile cannot swap it.
+cp "$TRAM" "$WORK/tram" && TRAM="$WORK/tram"
 stop() {
   for f in slurmd slurmctld munge/munged; do
     [ -f "$WORK/$f.pid" ] && kill "$(cat "$WORK/$f.pid")" 2>/dev/null || true
@@ -84,7 +86,7 @@ script="$WORK/shared/slurm/table3-quick.sbatch"
 grep '^#SBATCH\|^exec' "$script" >&2
 sbatch --wait "$script" >&2
 for log in "$WORK"/shared/slurm/*.out; do
-  say "$(basename "$log"): $(grep -o 'shard [0-9/]*: [0-9]* runs\?\|[a-z0-9.-]*-s0: training\|[a-z0-9.-]*-s0: in-domain [0-9.]*' "$log" | tr '\n' ';')"
+  say "$(basename "$log"): $(grep -a -o '[0-9]* in shard [0-9/]*\|[a-z0-9.-]*-s0: training\|[a-z0-9.-]*-s0: in-domain [0-9.]*' "$log" | tr '\n' ';')"
 done
 
 say "tram tables over the shared folder"

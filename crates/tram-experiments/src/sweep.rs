@@ -148,7 +148,7 @@ pub fn run_profile(exp: &Experiment, profile: &Profile, opts: &SweepOptions, tas
         }
     }
     let share =
-        if opts.shard == Shard::ALL { String::new() } else { format!(", shard {}: {}", opts.shard, mine.len()) };
+        if opts.shard == Shard::ALL { String::new() } else { format!(", {} in shard {}", mine.len(), opts.shard) };
     tracing::info!("{} runs{share}: {} finished earlier, {} to do", planned.len(), mine.len() - todo.len(), todo.len());
     let mp = MultiProgress::new();
     let sweep = mp.add(ProgressBar::new(todo.len() as u64));
