@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::atomic::read_csv;
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
+use crate::atomic::read_csv;
 
 /// One row of a long CSV.
 #[derive(Debug)]
@@ -143,9 +143,7 @@ fn class(metric: &str) -> Class {
         Class::Time
     } else if metric.starts_with("step") && metric[4..].starts_with(|c: char| c.is_ascii_digit()) {
         Class::Fingerprint
-    } else if ["forward_passes_per_step", "backward_passes_per_step", "extra_memory_bytes", "skipped_steps"]
-        .contains(&metric)
-    {
+    } else if ["forward_passes_per_step", "backward_passes_per_step", "extra_memory_bytes", "skipped_steps"].contains(&metric) {
         Class::Exact
     } else {
         Class::Outcome
@@ -184,16 +182,7 @@ pub fn expectations(calibration: &Path, seed: u64, floor: f64, out: &Path) -> Re
                 ((SPREAD_FACTOR * tram_stats::std_dev(v)).max(floor * r.value.abs().max(1e-12)), false)
             }
         };
-        for (c, x) in cols.iter_mut().zip([
-            &r.experiment,
-            &r.profile,
-            &r.run_id,
-            &r.method,
-            &r.set,
-            &r.domain,
-            &r.metric,
-            &r.metric,
-        ]) {
+        for (c, x) in cols.iter_mut().zip([&r.experiment, &r.profile, &r.run_id, &r.method, &r.set, &r.domain, &r.metric, &r.metric]) {
             c.push(x.clone());
         }
         seed_col.push(r.seed);
@@ -305,8 +294,7 @@ mod tests {
         let text = write("text.csv", &format!("{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,high\n"));
         let err = format!("{:#}", rows(&text).unwrap_err());
         assert!(err.contains("line 2") && err.contains("`high` is not a number"), "{err}");
-        let empty =
-            write("empty.csv", "experiment,profile,run_id,method,seed,set,domain,metric,value,tolerance,relative\n");
+        let empty = write("empty.csv", "experiment,profile,run_id,method,seed,set,domain,metric,value,tolerance,relative\n");
         let ok = write("ok.csv", &format!("{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,0.5\n"));
         assert!(check(&ok, &empty).unwrap_err().to_string().contains("holds no expectation"));
         assert!(check(&ok, &ok).unwrap_err().to_string().contains("no `tolerance`"));
