@@ -270,7 +270,8 @@ fn run(
         return Ok(());
     }
     if exp.file.table == TableKind::Variants && timings.is_none() {
-        println!("every run is finished; shard 0 measures the step times: then, or with `{tables_command}`, the table is written");
+        println!("every run is finished; the table is written once shard 0 has measured the step times");
+        println!("(by shard 0, or by `{tables_command}`)");
         return Ok(());
     }
     let input = report::ReportInput {

@@ -56,8 +56,9 @@ struct StepTimes {
     timings: Vec<Timing>,
 }
 
-/// The step times of the profile's methods: read from `<runs>/timing.json` when it holds these methods, else
-/// measured with `measure` (the task and the device) when given one and written there.
+/// The step times of the profile's methods: read from `<runs>/timing.json` when it holds these methods (measured
+/// on the same kind of device as `measure`'s, when given), else measured with `measure` (the task and the device)
+/// and written there.
 pub fn timings(
     runs_dir: &Path,
     profile: &Profile,
@@ -65,16 +66,17 @@ pub fn timings(
 ) -> Result<Option<Vec<Timing>>> {
     let path = runs_dir.join("timing.json");
     let methods: Vec<String> = profile.methods.iter().map(method_id).collect();
+    let device = measure.map(|(_, d)| d.resolve().map(|d| format!("{d:?}"))).transpose()?;
     if let Ok(text) = std::fs::read_to_string(&path) {
         if let Ok(t) = serde_json::from_str::<StepTimes>(&text) {
-            if t.methods == methods && t.timings.len() == methods.len() {
+            let same_device = device.as_ref().is_none_or(|d| *d == t.device);
+            if t.methods == methods && t.timings.len() == methods.len() && same_device {
                 return Ok(Some(t.timings));
             }
         }
     }
-    let Some((task, device)) = measure else { return Ok(None) };
-    let timings = crate::sweep::measure_timing(profile, task, device, profile.timing_rounds.unwrap_or(10))?;
-    let device = format!("{:?}", device.resolve()?);
+    let (Some((task, choice)), Some(device)) = (measure, device) else { return Ok(None) };
+    let timings = crate::sweep::measure_timing(profile, task, choice, profile.timing_rounds.unwrap_or(10))?;
     atomic::write_json(&path, &StepTimes { methods, device, timings: timings.clone() })?;
     Ok(Some(timings))
 }
