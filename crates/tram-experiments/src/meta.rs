@@ -20,6 +20,25 @@ pub fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// This machine's host name (what a lock and `meta.json` record).
+pub fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The Slurm job this process runs in: `<array job>_<task>` in a job array, else the job id.
+pub fn slurm_job() -> Option<String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
+        (Some(job), Some(task)) => Some(format!("{job}_{task}")),
+        _ => var("SLURM_JOB_ID"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

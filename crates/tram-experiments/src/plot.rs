@@ -2,9 +2,9 @@
 //! 95% confidence interval over seeds, as PNG and SVG; the axis says the metric and its direction. Text uses DejaVu Sans from the system (Debian's fonts-dejavu-core); without it the
 //! plot is skipped with a warning, the table is unaffected.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
@@ -127,10 +127,13 @@ pub fn transfer_plot(stem: &Path, title: &str, metric: Metric, data: &Series) ->
     }
     let width = (140 * data.len() as u32).clamp(900, 1800);
     crate::atomic::write_with(&stem.with_extension("png"), |tmp| {
-        // The bitmap backend picks the encoder from the extension.
-        let png = tmp.with_extension("png");
-        let drawn = draw(BitMapBackend::new(&png, (width, 560)).into_drawing_area(), title, metric, data)
-            .and_then(|()| Ok(std::fs::rename(&png, tmp)?));
+        // The bitmap backend picks the encoder from the extension; the name stays this process's own, since
+        // sweeps sharing a results folder may draw the same plot at once.
+        let png = PathBuf::from(format!("{}.png", tmp.display()));
+        let drawn =
+            draw(BitMapBackend::new(&png, (width, 560)).into_drawing_area(), title, metric, data).and_then(|()| {
+                std::fs::rename(&png, tmp).with_context(|| format!("renaming {} to {}", png.display(), tmp.display()))
+            });
         if drawn.is_err() {
             std::fs::remove_file(&png).ok();
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tram_task::{Evaluation, RunSettings, Task, Timing};
+use tram_task::{DeviceChoice, Evaluation, RunSettings, Task, Timing};
 
 use crate::atomic;
 use crate::experiment::{method_id, Experiment, Profile, TableKind};
@@ -46,6 +46,40 @@ pub fn pretrained(
         evaluations.iter().map(|e| Evaluation { per_example: vec![], ..e.clone() }).collect();
     atomic::write_json(&path, &Pretrained { task_hash: hash, evaluations: stripped.clone() })?;
     Ok(Some(stripped))
+}
+
+/// Step times measured for a variants table, kept beside the runs so that any process can write the table.
+#[derive(Debug, Serialize, Deserialize)]
+struct StepTimes {
+    /// The method entries measured, in the profile's order.
+    methods: Vec<String>,
+    device: String,
+    timings: Vec<Timing>,
+}
+
+/// The step times of the profile's methods: read from `<runs>/timing.json` when it holds these methods (measured
+/// on the same kind of device as `measure`'s, when given), else measured with `measure` (the task and the device)
+/// and written there.
+pub fn timings(
+    runs_dir: &Path,
+    profile: &Profile,
+    measure: Option<(&dyn Task, DeviceChoice)>,
+) -> Result<Option<Vec<Timing>>> {
+    let path = runs_dir.join("timing.json");
+    let methods: Vec<String> = profile.methods.iter().map(method_id).collect();
+    let device = measure.map(|(_, d)| d.resolve().map(|d| format!("{d:?}"))).transpose()?;
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(t) = serde_json::from_str::<StepTimes>(&text) {
+            let same_device = device.as_ref().is_none_or(|d| *d == t.device);
+            if t.methods == methods && t.timings.len() == methods.len() && same_device {
+                return Ok(Some(t.timings));
+            }
+        }
+    }
+    let (Some((task, choice)), Some(device)) = (measure, device) else { return Ok(None) };
+    let timings = crate::sweep::measure_timing(profile, task, choice, profile.timing_rounds.unwrap_or(10))?;
+    atomic::write_json(&path, &StepTimes { methods, device, timings: timings.clone() })?;
+    Ok(Some(timings))
 }
 
 /// The paper tables named by the experiment, from `paper_dir`; a missing one is a warning, not an error.
@@ -139,4 +173,39 @@ pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
     println!("{shown}");
     println!("wrote {} and {}", out.display(), long_path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tram_core::MethodConfig;
+
+    #[test]
+    fn step_times_are_reused_only_for_the_same_methods() {
+        let exp =
+            Experiment::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table2.toml")).unwrap();
+        let profile = exp.profile("quick", &[]).unwrap();
+        let dir = std::env::temp_dir().join(format!("tram-report-timing-{}", std::process::id()));
+        assert!(timings(&dir, &profile, None).unwrap().is_none(), "nothing measured, nothing to measure with");
+        let timing = |m: &MethodConfig| Timing {
+            method: m.clone(),
+            median_ms: 2.0,
+            optimizer_share: 0.1,
+            forward_passes: 2,
+            backward_passes: 2,
+            extra_memory_bytes: 8,
+            param_bytes: 4,
+        };
+        let stored = StepTimes {
+            methods: profile.methods.iter().map(method_id).collect(),
+            device: "Cpu".into(),
+            timings: profile.methods.iter().map(timing).collect(),
+        };
+        atomic::write_json(&dir.join("timing.json"), &stored).unwrap();
+        let read = timings(&dir, &profile, None).unwrap().expect("written by another process of the sweep");
+        assert_eq!(read, stored.timings);
+        let fewer = exp.profile("quick", &["methods=[{name=\"sam\"}]".into()]).unwrap();
+        assert!(timings(&dir, &fewer, None).unwrap().is_none(), "measured for other methods");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

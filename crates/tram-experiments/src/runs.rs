@@ -1,7 +1,9 @@
-//! Run folders: `results/runs/<experiment>/<profile>/<run-id>/` hold the resolved config, `meta.json`,
-//! `steps.csv`, `evals.csv`, `examples.csv` and, written last, `summary.json`, which marks the run as finished.
-//! Every file is written atomically. A sweep started again skips finished runs whose identity is unchanged, redoes
-//! unfinished ones, and refuses — naming the keys that differ — to overwrite a finished run whose identity changed.
+//! Run folders: `results/runs/<experiment>/<profile>/<run-id>/` hold the resolved config, `lock` (who trains or
+//! trained it), `attempts.json` (every process that trained it, and from which step), `checkpoint/` while it
+//! trains, then `meta.json`, `steps.csv`, `evals.csv`, `examples.csv` and, written last, `summary.json`, which
+//! marks the run as finished. Every file but `lock` is written atomically. A sweep started again skips finished
+//! runs whose identity is unchanged, resumes unfinished ones from their checkpoint, and refuses — naming the keys
+//! that differ — to overwrite a run (finished, or checkpointed) whose identity changed.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,10 +12,11 @@ use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use tram_core::{MethodConfig, StepReport};
-use tram_task::{Domain, Evaluation, Metric, RunResult, RunSettings, Split};
+use tram_task::{Checkpoints, Domain, Evaluation, Metric, RunResult, RunSettings, Split};
 
 use crate::atomic;
 use crate::experiment::TaskSpec;
+use crate::lock::{self, Claim, Holder, RunLock};
 
 /// Everything that defines one run, as written to `config.resolved.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,29 +39,7 @@ impl RunConfig {
     }
 }
 
-/// Keys whose values differ between two identities, as `key: old → new` (at most `limit`).
-pub fn differences(old: &toml::Value, new: &toml::Value, limit: usize) -> Vec<String> {
-    fn walk(prefix: &str, old: Option<&toml::Value>, new: Option<&toml::Value>, out: &mut Vec<String>) {
-        match (old, new) {
-            (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
-                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-                for k in keys {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    walk(&p, a.get(k), b.get(k), out);
-                }
-            }
-            (a, b) if a != b => {
-                let show = |v: Option<&toml::Value>| v.map_or_else(|| "(absent)".to_string(), |v| v.to_string());
-                out.push(format!("{prefix}: {} → {}", show(a), show(b)));
-            }
-            _ => {}
-        }
-    }
-    let mut out = vec![];
-    walk("", Some(old), Some(new), &mut out);
-    out.truncate(limit);
-    out
-}
+pub use tram_task::differences;
 
 /// What `summary.json` holds: a finished run's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +109,28 @@ struct Meta<'a> {
     start_unix_s: u64,
     end_unix_s: u64,
     host_threads: i32,
+    /// The process that finished the run (`attempts.json` lists every one that trained it).
+    host: String,
+    pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slurm_job: Option<String>,
+    attempts: usize,
+}
+
+/// One process's turn at training a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub host: String,
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    pub started_unix_s: u64,
+    /// The checkpoint's step it started from (none: from the beginning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from_step: Option<u64>,
+    /// When it wrote the run's results (none: it stopped before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_unix_s: Option<u64>,
 }
 
 pub fn now_s() -> u64 {
@@ -141,68 +144,199 @@ pub struct RunDir {
 
 pub enum RunState {
     /// Finished with this identity.
-    Done(Box<Summary>),
-    /// Not started, or interrupted: (re)run it.
+    Done,
+    /// Not started, or interrupted: (re)run it, from its checkpoint if it has one.
     Todo,
 }
+
+/// What a run folder holds, read without changing anything.
+pub enum Status {
+    /// Finished with this identity.
+    Finished(Box<Summary>),
+    /// Not started, being trained, or interrupted.
+    Unfinished,
+    /// Finished, or checkpointed, under another identity: `key: old → new` for the keys that differ.
+    Changed { finished: bool, keys: String },
+    /// `summary.json` does not read.
+    Unreadable(String),
+}
+
+pub const LOCK: &str = "lock";
+pub const CHECKPOINT: &str = "checkpoint";
+pub const ATTEMPTS: &str = "attempts.json";
 
 impl RunDir {
     pub fn new(root: &Path, experiment: &str, profile: &str, run_id: &str) -> Self {
         Self { dir: root.join("runs").join(experiment).join(profile).join(run_id), run_id: run_id.to_string() }
     }
 
-    fn move_aside(&self) -> Result<()> {
-        let aside = self.dir.with_file_name(format!("{}.old-{}", self.run_id, now_s()));
-        std::fs::rename(&self.dir, &aside).with_context(|| format!("moving {} aside", self.dir.display()))?;
-        tracing::warn!("moved the earlier run to {}", aside.display());
-        Ok(())
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join(LOCK)
     }
 
-    /// Whether the run is finished with `config`'s identity. With `fresh`, a finished run of another identity,
-    /// or one whose summary does not read, is moved aside (kept as `<run-id>.old-<time>`) and redone.
-    pub fn state(&self, config: &RunConfig, fresh: bool) -> Result<RunState> {
+    /// The run's checkpoints (`checkpoint/`), taken every `every_steps` steps and at every epoch's end.
+    pub fn checkpoints(&self, every_steps: u64) -> Checkpoints {
+        Checkpoints::new(self.dir.join(CHECKPOINT), every_steps)
+    }
+
+    /// Claims the run for this process without waiting ([`lock::try_claim`]).
+    pub fn try_claim(&self) -> Result<Claim> {
+        lock::try_claim(&self.lock_path())
+    }
+
+    /// Claims the run, waiting for the process that holds it.
+    pub fn claim_waiting(&self) -> Result<(RunLock, Option<Holder>)> {
+        lock::claim_waiting(&self.lock_path())
+    }
+
+    /// The identity of the configuration the folder was started with, if it says.
+    fn started_identity(&self) -> Option<toml::Value> {
+        std::fs::read_to_string(self.dir.join("config.resolved.toml"))
+            .ok()
+            .and_then(|t| toml::from_str::<RunConfig>(&t).ok())
+            .map(|c| c.identity())
+    }
+
+    fn changed_keys(&self, config: &RunConfig, old_hash: &str) -> String {
+        match self.started_identity() {
+            Some(old) => differences(&old, &config.identity(), 8).join("; "),
+            None => format!("identity {old_hash} vs {}", config.hash()),
+        }
+    }
+
+    /// What the folder holds for `config`.
+    pub fn status(&self, config: &RunConfig) -> Result<Status> {
         let summary_path = self.dir.join("summary.json");
         if !summary_path.exists() {
-            return Ok(RunState::Todo);
+            let checkpointed = self.checkpoints(0).latest()?.is_some();
+            if let Some(old) = self.started_identity().filter(|_| checkpointed) {
+                if old != config.identity() {
+                    let keys = differences(&old, &config.identity(), 8).join("; ");
+                    return Ok(Status::Changed { finished: false, keys });
+                }
+            }
+            return Ok(Status::Unfinished);
         }
         let summary: Summary = match std::fs::read_to_string(&summary_path)
             .map_err(anyhow::Error::from)
             .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
         {
             Ok(s) => s,
-            Err(e) if fresh => {
-                tracing::warn!("{}: unreadable ({e}); redoing the run", summary_path.display());
-                self.move_aside()?;
-                return Ok(RunState::Todo);
-            }
-            Err(e) => bail!(
-                "{} does not read ({e}): the run was cut short while finishing or the file was damaged; \
-                 pass --fresh to move the folder aside and run it again",
-                summary_path.display()
+            Err(e) => return Ok(Status::Unreadable(e.to_string())),
+        };
+        if summary.config_hash == config.hash() {
+            Ok(Status::Finished(Box::new(summary)))
+        } else {
+            Ok(Status::Changed { finished: true, keys: self.changed_keys(config, &summary.config_hash) })
+        }
+    }
+
+    /// Why an unfinished run has no results yet: being trained (by whom), interrupted (at which step), or not
+    /// started.
+    pub fn describe_unfinished(&self) -> Result<String> {
+        if let Some(holder) = lock::held(&self.lock_path())? {
+            return Ok(match holder {
+                Some(h) => format!("being trained by {h}"),
+                None => "being trained by another process".into(),
+            });
+        }
+        Ok(match self.checkpoints(0).latest()? {
+            Some((step, _)) => format!("interrupted after step {step}; a sweep resumes it from its checkpoint"),
+            None if self.dir.join("config.resolved.toml").exists() => "interrupted before its first checkpoint".into(),
+            None => "not started".into(),
+        })
+    }
+
+    /// Moves the folder aside (kept as `<run-id>.old-<time>`), unless a live process trains in it.
+    fn move_aside(&self) -> Result<()> {
+        let _lock = match self.try_claim()? {
+            Claim::Claimed(lock, _) => lock,
+            Claim::Busy(h) => bail!(
+                "{} is being trained by {}; stop that process before moving the run aside",
+                self.dir.display(),
+                h.map_or_else(|| "another process".to_string(), |h| h.to_string())
             ),
         };
-        let hash = config.hash();
-        if summary.config_hash == hash {
-            return Ok(RunState::Done(Box::new(summary)));
+        let aside = self.dir.with_file_name(format!("{}.old-{}", self.run_id, now_s()));
+        std::fs::rename(&self.dir, &aside).with_context(|| format!("moving {} aside", self.dir.display()))?;
+        tracing::warn!("moved the earlier run to {}", aside.display());
+        Ok(())
+    }
+
+    /// Whether the run is finished with `config`'s identity. With `fresh`, a run of another identity (finished
+    /// or checkpointed), or one whose summary does not read, is moved aside (kept as `<run-id>.old-<time>`) and
+    /// redone; without, it is an error that says so.
+    pub fn state(&self, config: &RunConfig, fresh: bool) -> Result<RunState> {
+        match self.status(config)? {
+            Status::Finished(_) => Ok(RunState::Done),
+            Status::Unfinished => Ok(RunState::Todo),
+            Status::Unreadable(e) if fresh => {
+                tracing::warn!("{}: summary.json does not read ({e}); redoing the run", self.dir.display());
+                self.move_aside()?;
+                Ok(RunState::Todo)
+            }
+            Status::Changed { .. } if fresh => {
+                self.move_aside()?;
+                Ok(RunState::Todo)
+            }
+            Status::Unreadable(e) => bail!(
+                "{} does not read ({e}): the run was cut short while finishing or the file was damaged; \
+                 pass --fresh to move the folder aside and run it again",
+                self.dir.join("summary.json").display()
+            ),
+            Status::Changed { finished: true, keys } => bail!(
+                "{} holds a finished run of another configuration ({keys}); pass --fresh to move it aside \
+                 (kept as {}.old-<time>) and run again",
+                self.dir.display(),
+                self.run_id
+            ),
+            Status::Changed { finished: false, keys } => bail!(
+                "{} holds an unfinished run of another configuration ({keys}), checkpointed in {}; restore its \
+                 configuration to resume it, or pass --fresh to move it aside (kept as {}.old-<time>) and start over",
+                self.dir.display(),
+                CHECKPOINT,
+                self.run_id
+            ),
         }
-        if fresh {
-            self.move_aside()?;
-            return Ok(RunState::Todo);
+    }
+
+    /// Prepares a claimed run for training: removes what killed writers left (`.<name>.tmp-<pid>`,
+    /// `.<name>.old-<pid>`), records the configuration and this attempt.
+    pub fn begin(&self, config: &RunConfig, holder: &Holder, resumed_from_step: Option<u64>) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        for folder in [self.dir.clone(), self.dir.join(CHECKPOINT)] {
+            let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && (name.contains(".tmp-") || name.contains(".old-")) {
+                    let path = entry.path();
+                    let removed =
+                        if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                    removed.with_context(|| format!("removing {}, left by a killed process", path.display()))?;
+                }
+            }
         }
-        let old: Option<toml::Value> = std::fs::read_to_string(self.dir.join("config.resolved.toml"))
-            .ok()
-            .and_then(|t| toml::from_str::<RunConfig>(&t).ok())
-            .map(|c| c.identity());
-        let changed = match old {
-            Some(old) => differences(&old, &config.identity(), 8).join("; "),
-            None => format!("identity {} vs {hash}", summary.config_hash),
-        };
-        bail!(
-            "{} holds a finished run of another configuration ({changed}); pass --fresh to move it aside \
-             (kept as {}.old-<time>) and run again",
-            self.dir.display(),
-            self.run_id
-        )
+        atomic::write_bytes(&self.dir.join("config.resolved.toml"), toml::to_string(config)?.as_bytes())?;
+        let mut attempts = self.attempts()?;
+        attempts.push(Attempt {
+            host: holder.host.clone(),
+            pid: holder.pid,
+            slurm_job: holder.slurm_job.clone(),
+            started_unix_s: holder.started_unix_s,
+            resumed_from_step,
+            finished_unix_s: None,
+        });
+        atomic::write_json(&self.dir.join(ATTEMPTS), &attempts)
+    }
+
+    /// Every process's turn at training the run, in order.
+    pub fn attempts(&self) -> Result<Vec<Attempt>> {
+        let path = self.dir.join(ATTEMPTS);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
     }
 
     /// Writes everything about a finished run; `summary.json` last.
@@ -232,6 +366,10 @@ impl RunDir {
             start_unix_s: ctx.start_s,
             end_unix_s: now_s(),
             host_threads: tch::get_num_threads(),
+            host: crate::meta::host(),
+            pid: std::process::id(),
+            slurm_job: crate::meta::slurm_job(),
+            attempts: self.attempts()?.len(),
         };
         atomic::write_json(&self.dir.join("meta.json"), &meta)?;
         atomic::write_csv(&self.dir.join("steps.csv"), &mut steps_frame(&result.steps)?)?;
@@ -268,7 +406,14 @@ impl RunDir {
             extra_memory_bytes: result.extra_memory_bytes,
             train_seconds: result.epochs.iter().map(|e| e.train_seconds).sum(),
         };
+        let mut attempts = self.attempts()?;
+        if let Some(mine) = attempts.iter_mut().rev().find(|a| a.pid == meta.pid && a.host == meta.host) {
+            mine.finished_unix_s = Some(meta.end_unix_s);
+            atomic::write_json(&self.dir.join(ATTEMPTS), &attempts)?;
+        }
         atomic::write_json(&self.dir.join("summary.json"), &summary)?;
+        // A kill before this line leaves a finished run with its last checkpoint: harmless, it is never resumed.
+        self.checkpoints(0).remove().with_context(|| format!("removing {}", self.dir.join(CHECKPOINT).display()))?;
         Ok(summary)
     }
 }
@@ -398,7 +543,7 @@ mod tests {
         assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Todo), "no summary: interrupted, redo");
         atomic::write_bytes(&dir.dir.join("config.resolved.toml"), toml::to_string(&cfg).unwrap().as_bytes()).unwrap();
         atomic::write_json(&dir.dir.join("summary.json"), &summary(&cfg.hash())).unwrap();
-        assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Done(_)), "same identity: skip");
+        assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Done), "same identity: skip");
         let err = dir.state(&config(3, 1), false).err().expect("a changed config must not be overwritten").to_string();
         assert!(err.contains("--fresh") && err.contains("run.epochs: 2 → 3"), "{err}");
         assert!(dir.dir.join("summary.json").exists(), "the finished run is untouched");
@@ -419,6 +564,58 @@ mod tests {
         std::fs::write(dir.dir.join("summary.json"), b"").unwrap();
         let err = dir.state(&config(2, 1), false).err().unwrap().to_string();
         assert!(err.contains("summary.json") && err.contains("--fresh"), "{err}");
+        assert!(matches!(dir.state(&config(2, 1), true).unwrap(), RunState::Todo));
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn an_interrupted_run_resumes_only_under_its_own_identity() {
+        let root = std::env::temp_dir().join(format!("tram-runs-unfinished-{}", std::process::id()));
+        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
+        let me = crate::lock::Holder::me();
+        dir.begin(&config(2, 1), &me, None).unwrap();
+        assert_eq!(dir.describe_unfinished().unwrap(), "interrupted before its first checkpoint");
+        std::fs::create_dir_all(dir.dir.join(CHECKPOINT).join("step-00000003")).unwrap();
+        assert!(dir.describe_unfinished().unwrap().contains("interrupted after step 3"));
+        assert!(matches!(dir.state(&config(2, 4), false).unwrap(), RunState::Todo), "threads: same identity, resume");
+        let err = dir.state(&config(3, 1), false).err().expect("another identity must not resume").to_string();
+        assert!(err.contains("unfinished run of another configuration") && err.contains("run.epochs: 2 → 3"), "{err}");
+        assert!(err.contains("--fresh"), "{err}");
+        assert!(matches!(dir.state(&config(3, 1), true).unwrap(), RunState::Todo));
+        assert!(!dir.dir.exists(), "moved aside");
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn a_claimed_run_loses_what_killed_writers_left_and_records_each_attempt() {
+        let root = std::env::temp_dir().join(format!("tram-runs-begin-{}", std::process::id()));
+        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
+        std::fs::create_dir_all(dir.dir.join(CHECKPOINT).join(".step-00000002.tmp-99")).unwrap();
+        std::fs::write(dir.dir.join(".evals.csv.tmp-123"), b"half").unwrap();
+        std::fs::write(dir.dir.join("steps.csv"), b"kept").unwrap();
+        let me = crate::lock::Holder::me();
+        dir.begin(&config(2, 1), &me, None).unwrap();
+        dir.begin(&config(2, 1), &me, Some(40)).unwrap();
+        assert!(!dir.dir.join(".evals.csv.tmp-123").exists() && dir.dir.join("steps.csv").exists());
+        assert_eq!(std::fs::read_dir(dir.dir.join(CHECKPOINT)).unwrap().count(), 0);
+        let attempts = dir.attempts().unwrap();
+        assert_eq!(attempts.iter().map(|a| a.resumed_from_step).collect::<Vec<_>>(), [None, Some(40)]);
+        assert!(attempts.iter().all(|a| a.pid == std::process::id() && a.finished_unix_s.is_none()));
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn moving_aside_a_run_another_process_trains_is_refused() {
+        let root = std::env::temp_dir().join(format!("tram-runs-busy-{}", std::process::id()));
+        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
+        std::fs::create_dir_all(&dir.dir).unwrap();
+        std::fs::write(dir.dir.join("summary.json"), b"").unwrap();
+        let Claim::Claimed(mut lock, _) = dir.try_claim().unwrap() else { panic!("free") };
+        lock.training().unwrap();
+        let err = dir.state(&config(2, 1), true).err().expect("busy").to_string();
+        assert!(err.contains("is being trained by pid"), "{err}");
+        assert!(dir.describe_unfinished().unwrap().starts_with("being trained by pid"));
+        drop(lock);
         assert!(matches!(dir.state(&config(2, 1), true).unwrap(), RunState::Todo));
         std::fs::remove_dir_all(&root).ok();
     }

@@ -1,7 +1,9 @@
-//! Running an experiment profile: every (method, seed) as its own run folder, with progress bars, after checking
-//! the whole sweep; then, for the variants table, the interleaved step-time measurement.
+//! Running an experiment profile: every (method, seed) as its own run folder, after checking the whole sweep.
+//! Each run is claimed by one process before it trains ([`crate::lock`]), so sweeps and shards started on one
+//! results folder share the work and never train a run twice; each run is checkpointed and resumes where a
+//! killed process left it. Then, for the variants table, the interleaved step-time measurement.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -9,92 +11,225 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tram_task::{DeviceChoice, RunContext, Task, Timing};
 
 use crate::experiment::{method_id, run_id, Experiment, Profile};
-use crate::runs::{now_s, RunConfig, RunDir, RunState, Summary, WriteContext};
+use crate::lock::{Claim, Holder, RunLock};
+use crate::runs::{now_s, RunConfig, RunDir, RunState, Status, Summary, WriteContext};
+
+/// `K/N`: the runs whose position in the sweep is K modulo N (positions from 0, in the profile's order: method
+/// by method, seed by seed), so that N processes, e.g. the tasks of a Slurm job array, split a sweep without
+/// talking to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole sweep.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let expected = "expected K/N with 0 ≤ K < N, e.g. --shard 0/4 \
+                        (in a Slurm job array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)";
+        let (k, n) = text.split_once('/').with_context(|| format!("--shard {text}: {expected}"))?;
+        let (Ok(index), Ok(count)) = (k.trim().parse::<usize>(), n.trim().parse::<usize>()) else {
+            bail!("--shard {text}: {expected}");
+        };
+        if count == 0 || index >= count {
+            bail!("--shard {text}: {expected}");
+        }
+        Ok(Self { index, count })
+    }
+
+    pub fn owns(&self, position: usize) -> bool {
+        position % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
 
 pub struct SweepOptions {
     pub results: PathBuf,
     pub profile: String,
     pub device: DeviceChoice,
     pub fresh: bool,
+    pub shard: Shard,
 }
 
 fn bar_style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
 }
 
-/// One planned run.
-struct Planned {
-    id: String,
-    method_id: String,
-    dir: RunDir,
-    config: RunConfig,
-    steps: usize,
-    done: Option<Summary>,
+/// One run of the sweep.
+pub struct Planned {
+    pub id: String,
+    pub method_id: String,
+    pub dir: RunDir,
+    pub config: RunConfig,
 }
 
-/// Checks every run before the first step: its settings against the task, the results folder, and what a
-/// previous sweep left in its folder.
-fn plan(exp: &Experiment, profile: &Profile, opts: &SweepOptions, task: &dyn Task) -> Result<Vec<Planned>> {
-    let root = &opts.results;
+/// What a sweep has: the finished runs' summaries in the profile's order, and the runs without one (and why).
+pub struct SweepOutcome {
+    pub summaries: Vec<Summary>,
+    pub missing: Vec<(String, String)>,
+}
+
+/// The results folder exists (or is created) and takes a file; the error names the folder.
+pub fn check_results_folder(root: &Path) -> Result<()> {
     std::fs::create_dir_all(root).with_context(|| format!("creating the results folder {}", root.display()))?;
     let probe = root.join(format!(".tram-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"").with_context(|| format!("the results folder {} is not writable", root.display()))?;
     std::fs::remove_file(&probe).ok();
-    let mut planned = vec![];
-    for (method, seed) in profile.runs() {
-        let id = run_id(&method, seed);
-        let run = profile.run_settings(&method, seed, opts.device);
-        let steps = task.steps_per_epoch(&run).with_context(|| format!("run {id}"))?;
-        let schedule = run.optimizer.schedule.clone().with_total_steps_if_unset((steps * run.epochs) as u64);
-        schedule.validate().with_context(|| format!("run {id}: the schedule over {} steps", steps * run.epochs))?;
-        let config = RunConfig { run, task: profile.task.clone() };
-        let dir = RunDir::new(root, &exp.file.name, &opts.profile, &id);
-        let done = match dir.state(&config, opts.fresh)? {
-            RunState::Done(s) => Some(*s),
-            RunState::Todo => None,
-        };
-        planned.push(Planned { id, method_id: method_id(&method), dir, config, steps, done });
-    }
-    Ok(planned)
+    Ok(())
 }
 
-/// Runs (or skips, when finished) every run of the profile; returns the summaries in the profile's order.
-pub fn run_profile(exp: &Experiment, profile: &Profile, opts: &SweepOptions, task: &dyn Task) -> Result<Vec<Summary>> {
-    let planned = plan(exp, profile, opts, task)?;
-    let todo = planned.iter().filter(|p| p.done.is_none()).count();
-    tracing::info!("{} runs: {} finished earlier, {todo} to do", planned.len(), planned.len() - todo);
+/// Every run of the profile, in its order, with its folder and configuration.
+pub fn plan(exp: &Experiment, profile: &Profile, opts: &SweepOptions) -> Vec<Planned> {
+    profile
+        .runs()
+        .into_iter()
+        .map(|(method, seed)| {
+            let id = run_id(&method, seed);
+            let run = profile.run_settings(&method, seed, opts.device);
+            let config = RunConfig { run, task: profile.task.clone() };
+            let dir = RunDir::new(&opts.results, &exp.file.name, &opts.profile, &id);
+            Planned { id, method_id: method_id(&method), dir, config }
+        })
+        .collect()
+}
+
+/// Checks every run's settings against the task before the first step: steps per epoch, the optimizer, the
+/// schedule over the run's length.
+pub fn check(planned: &[Planned], task: &dyn Task) -> Result<()> {
+    for p in planned {
+        let run = &p.config.run;
+        let steps = task.steps_per_epoch(run).with_context(|| format!("run {}", p.id))?;
+        let mut optimizer = run.optimizer.clone();
+        optimizer.schedule = optimizer.schedule.with_total_steps_if_unset((steps * run.epochs) as u64);
+        optimizer.validate().with_context(|| format!("run {}: over {} steps", p.id, steps * run.epochs))?;
+    }
+    Ok(())
+}
+
+/// The runs' state as their folders say, changing nothing.
+pub fn collect(planned: &[Planned]) -> Result<SweepOutcome> {
+    let mut outcome = SweepOutcome { summaries: vec![], missing: vec![] };
+    for p in planned {
+        let why = match p.dir.status(&p.config)? {
+            Status::Finished(s) => {
+                outcome.summaries.push(*s);
+                continue;
+            }
+            Status::Unfinished => p.dir.describe_unfinished()?,
+            Status::Changed { finished, keys } => {
+                format!("{} under another configuration ({keys})", if finished { "finished" } else { "started" })
+            }
+            Status::Unreadable(e) => format!("its summary.json does not read ({e})"),
+        };
+        outcome.missing.push((p.id.clone(), why));
+    }
+    Ok(outcome)
+}
+
+/// Trains this shard's runs that are not finished, each once it is claimed; runs another process holds are
+/// left for the end and waited for (and trained here if that process stops without finishing them). Returns
+/// the state of the whole sweep.
+pub fn run_profile(exp: &Experiment, profile: &Profile, opts: &SweepOptions, task: &dyn Task) -> Result<SweepOutcome> {
+    let planned = plan(exp, profile, opts);
+    check(&planned, task)?;
+    let mine: Vec<&Planned> = planned.iter().enumerate().filter(|(i, _)| opts.shard.owns(*i)).map(|(_, p)| p).collect();
+    let mut todo = vec![];
+    for p in &mine {
+        if let RunState::Todo = p.dir.state(&p.config, opts.fresh)? {
+            todo.push(*p);
+        }
+    }
+    let share =
+        if opts.shard == Shard::ALL { String::new() } else { format!(", {} in shard {}", mine.len(), opts.shard) };
+    tracing::info!("{} runs{share}: {} finished earlier, {} to do", planned.len(), mine.len() - todo.len(), todo.len());
     let mp = MultiProgress::new();
-    let sweep = mp.add(ProgressBar::new(planned.len() as u64));
+    let sweep = mp.add(ProgressBar::new(todo.len() as u64));
     sweep
         .set_style(bar_style("{prefix:>12} [{bar:30}] {pos}/{len} runs  elapsed {elapsed_precise}  eta {eta_precise}"));
     sweep.set_prefix(format!("{}/{}", exp.file.name, opts.profile));
-    let mut summaries = Vec::with_capacity(planned.len());
-    for p in planned {
-        if let Some(s) = p.done {
-            mp.suspend(|| tracing::info!("{}: finished earlier, skipped ({})", p.id, p.dir.dir.display()));
-            summaries.push(s);
-            sweep.inc(1);
-            continue;
+    let trainer = Trainer { exp, profile, opts, task, mp: &mp };
+    let mut held_elsewhere = vec![];
+    for p in todo {
+        match p.dir.try_claim()? {
+            Claim::Claimed(lock, stale) => trainer.run(p, lock, stale)?,
+            Claim::Busy(holder) => {
+                let who = holder.map_or_else(|| "another process".into(), |h| h.to_string());
+                mp.suspend(|| tracing::info!("{}: being trained by {who}; skipped for now", p.id));
+                held_elsewhere.push(p);
+            }
         }
-        let bar = mp.add(ProgressBar::new((p.steps * p.config.run.epochs) as u64));
+        sweep.inc(1);
+    }
+    for p in held_elsewhere {
+        mp.suspend(|| tracing::info!("{}: waiting for the process that trains it", p.id));
+        let (lock, stale) = p.dir.claim_waiting()?;
+        trainer.run(p, lock, stale)?;
+    }
+    sweep.finish();
+    collect(&planned)
+}
+
+/// What training one run needs.
+struct Trainer<'a> {
+    exp: &'a Experiment,
+    profile: &'a Profile,
+    opts: &'a SweepOptions,
+    task: &'a dyn Task,
+    mp: &'a MultiProgress,
+}
+
+impl Trainer<'_> {
+    /// Trains a claimed run (from its checkpoint, if it has one) and writes its folder, unless another process
+    /// finished it meanwhile.
+    fn run(&self, p: &Planned, mut lock: RunLock, stale: Option<Holder>) -> Result<()> {
+        if let RunState::Done = p.dir.state(&p.config, false)? {
+            self.mp.suspend(|| tracing::info!("{}: finished by another process meanwhile", p.id));
+            return Ok(());
+        }
+        if let Some(h) = stale {
+            self.mp.suspend(|| tracing::warn!("{}: taking over from {h}, which stopped while training it", p.id));
+        }
+        let checkpoints = p.dir.checkpoints(self.profile.checkpoint_every);
+        let resumed_from = checkpoints.latest()?.map(|(step, _)| step);
+        lock.training()?;
+        p.dir.begin(&p.config, &lock.holder, resumed_from)?;
+        let steps = self.task.steps_per_epoch(&p.config.run)?;
+        let bar = self.mp.add(ProgressBar::new((steps * p.config.run.epochs) as u64));
         bar.set_style(bar_style("{prefix:>12} [{bar:30}] {pos}/{len} steps  {msg}  eta {eta_precise}"));
         bar.set_prefix(p.id.clone());
         bar.enable_steady_tick(Duration::from_millis(500));
+        match resumed_from {
+            Some(step) => {
+                bar.set_position(step);
+                self.mp.suspend(|| tracing::info!("{}: resuming from its checkpoint after step {step}", p.id));
+            }
+            None => self.mp.suspend(|| tracing::info!("{}: training", p.id)),
+        }
         let start_s = now_s();
         let mut on_step = |r: &tram_core::StepReport| {
             bar.inc(1);
             bar.set_message(format!("loss {:.3}", r.loss));
         };
         let mut ctx = RunContext::new(&mut on_step);
-        if profile.keep_weights {
+        if self.profile.keep_weights {
             ctx.save_model = Some(p.dir.dir.join("model.safetensors"));
         }
-        let result = task.run(&p.config.run, &mut ctx).with_context(|| format!("run {}", p.id))?;
+        ctx.checkpoints = Some(checkpoints);
+        let result = self.task.run(&p.config.run, &mut ctx).with_context(|| format!("run {}", p.id))?;
         bar.finish_and_clear();
-        let write = WriteContext { experiment: &exp.file.name, profile: &opts.profile, start_s };
+        let write = WriteContext { experiment: &self.exp.file.name, profile: &self.opts.profile, start_s };
         let summary = p.dir.write(&write, &p.config, &p.method_id, &result)?;
+        lock.finish()?;
         let metric = summary.metric;
-        mp.suspend(|| {
+        self.mp.suspend(|| {
             tracing::info!(
                 "{}: in-domain {}, zero-shot mean {}, {:.0} s ({})",
                 p.id,
@@ -104,11 +239,8 @@ pub fn run_profile(exp: &Experiment, profile: &Profile, opts: &SweepOptions, tas
                 p.dir.dir.display()
             )
         });
-        summaries.push(summary);
-        sweep.inc(1);
+        Ok(())
     }
-    sweep.finish();
-    Ok(summaries)
 }
 
 /// Each method's step time, measured interleaved on one batch ([`Task::time_steps`]).
@@ -124,4 +256,23 @@ pub fn measure_timing(profile: &Profile, task: &dyn Task, device: DeviceChoice, 
     let timings = task.time_steps(&run, &configs, rounds)?;
     spinner.finish_and_clear();
     Ok(timings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_a_sweep_into_disjoint_shares_that_cover_it() {
+        let shards: Vec<Shard> = (0..3).map(|k| Shard::parse(&format!("{k}/3")).unwrap()).collect();
+        for position in 0..10 {
+            assert_eq!(shards.iter().filter(|s| s.owns(position)).count(), 1, "position {position}");
+        }
+        assert_eq!((0..10).filter(|&i| shards[1].owns(i)).collect::<Vec<_>>(), [1, 4, 7]);
+        assert!((0..10).all(|i| Shard::ALL.owns(i)));
+        for bad in ["3/3", "1", "a/2", "0/0", "-1/2", "1/2/3"] {
+            let err = Shard::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("expected K/N"), "{bad}: {err}");
+        }
+    }
 }

@@ -44,8 +44,11 @@ pub fn label(method: &MethodConfig, base: &BaseConfig) -> String {
 
 /// One row per (run, set, metric): each evaluation's value and loss, then the run-level numbers (empty set),
 /// including the first steps' losses and norms (the regression check's fingerprint).
+/// One row of the long CSV: run id, method id, seed, set, domain, metric, value.
+type LongRow = (String, String, u64, String, String, String, f64);
+
 pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Result<DataFrame> {
-    let mut rows: Vec<(String, String, u64, String, String, String, f64)> = vec![];
+    let mut rows: Vec<LongRow> = vec![];
     for s in summaries {
         let mut push = |set: &str, domain: &str, metric: String, v: f64| {
             rows.push((s.run_id.clone(), s.method_id.clone(), s.seed, set.to_string(), domain.to_string(), metric, v));
@@ -80,9 +83,7 @@ pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Res
         push("", "", "train_seconds".into(), s.train_seconds);
     }
     let n = rows.len();
-    let col = |f: &dyn Fn(&(String, String, u64, String, String, String, f64)) -> String| {
-        rows.iter().map(f).collect::<Vec<String>>()
-    };
+    let col = |f: &dyn Fn(&LongRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
     Ok(DataFrame::new(vec![
         Column::new("experiment".into(), vec![experiment.to_string(); n]),
         Column::new("profile".into(), vec![profile.to_string(); n]),

@@ -14,6 +14,9 @@ pub enum Error {
     Config(String),
     #[error("missing asset {what}: {path} does not exist; fetch it with `{command}` (run in the repository root)", command = crate::assets::ASSETS_COMMAND)]
     MissingAsset { what: String, path: std::path::PathBuf },
+    /// A cached asset that is not what was fetched (see [`crate::assets::verify`]).
+    #[error("asset {path}: {message}; delete its folder and fetch it again with `{command}` (run in the repository root)", path = path.display(), command = crate::assets::ASSETS_COMMAND)]
+    CorruptAsset { path: std::path::PathBuf, message: String },
     /// Weights that do not fit the model (names, shapes), from a file or another source.
     #[error("weights {origin}: {message}")]
     Weights { origin: String, message: String },

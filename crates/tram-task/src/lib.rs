@@ -7,12 +7,14 @@
 //! - [`RunSettings`]: the keys every experiment profile has, whatever the task;
 //! - [`Metric`], [`Domain`], [`Split`], [`Evaluation`]: one evaluation set's outcome, metric-neutral;
 //! - [`EpochEval`], [`RunResult`], [`Timing`]: what a run and a timing measurement produce;
-//! - [`train()`]: the one training loop over [`tram_core::StepDriver`] (per epoch: steps, then evaluation);
+//! - [`train()`]: the one training loop over [`tram_core::StepDriver`] (per epoch: steps, then evaluation), with
+//!   [`Checkpoints`] from which a killed run resumes bit for bit;
 //! - [`time_interleaved`]: the one step-timing loop (every method once per round, medians);
 //! - [`DeviceChoice`], and [`hash_unit`] / [`SplitMix64`] for deterministic splits and shuffles;
 //! - [`assets`] (the offline cache) and [`weights`] (named tensors into a var store), shared by the task crates.
 
 pub mod assets;
+mod checkpoints;
 mod device;
 mod error;
 mod metric;
@@ -22,13 +24,14 @@ mod timing;
 mod train;
 pub mod weights;
 
+pub use checkpoints::{differences, Checkpoints};
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use metric::{Domain, Evaluation, Metric, Split};
 pub use result::{EpochEval, RunResult, Selection, Timing};
 pub use rng::{fnv1a, hash_unit, SplitMix64};
 pub use timing::time_interleaved;
-pub use train::{train, Checkpoints, EpochBatches, RunContext, RunSettings, TrainData};
+pub use train::{train, EpochBatches, RunContext, RunSettings, TrainData};
 
 use tram_core::OptimizerConfig;
 

@@ -1,12 +1,13 @@
 //! The one training loop (nanoGPT's `train.py` as a function): per epoch, [`StepDriver::step`] over the task's
 //! batches, then the task's evaluation; the reported epoch chosen by [`Selection`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tram_core::{Model, OptimizerConfig, StepDriver, StepReport};
 
+use crate::checkpoints::{Checkpoints, LoopState};
 use crate::device::DeviceChoice;
 use crate::error::{config_err, Result};
 use crate::metric::Evaluation;
@@ -90,24 +91,20 @@ impl RunSettings {
     }
 }
 
-/// Periodic checkpoints of a run, so that a killed run resumes where it stopped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Checkpoints {
-    pub dir: PathBuf,
-    pub every_steps: u64,
-}
-
-/// How the runner follows and keeps a run: a callback per step, and where the selected model's weights go.
+/// How the runner follows and keeps a run: a callback per step, where the selected model's weights go, and
+/// where the run's checkpoints go.
 pub struct RunContext<'a> {
     pub on_step: &'a mut dyn FnMut(&StepReport),
     /// Write the reported model's trainable parameters there (safetensors, Hugging Face-style names of the
     /// task's model), e.g. for the sharpness and CKA analysis of Table 6.
     pub save_model: Option<PathBuf>,
+    /// Checkpoint the run there, and resume from the latest checkpoint found there.
+    pub checkpoints: Option<Checkpoints>,
 }
 
 impl<'a> RunContext<'a> {
     pub fn new(on_step: &'a mut dyn FnMut(&StepReport)) -> Self {
-        Self { on_step, save_model: None }
+        Self { on_step, save_model: None, checkpoints: None }
     }
 }
 
@@ -126,6 +123,10 @@ pub trait TrainData<M: Model> {
 
 /// Fine-tunes `model` with `run.optimizer` for `run.epochs` epochs of `steps_per_epoch` steps, evaluating after
 /// each, and returns every step's report and evaluation. The schedule's length, if unset, is the run's.
+///
+/// With `ctx.checkpoints`, the run is checkpointed every `every_steps` steps and after every epoch's evaluation,
+/// and starts from the latest checkpoint there: the result is the one an uninterrupted run gives, bit for bit on
+/// the CPU (the model's initial parameters are replaced by the checkpoint's).
 pub fn train<M: Model>(
     model: &M,
     run: &RunSettings,
@@ -139,16 +140,6 @@ pub fn train<M: Model>(
     }
     let mut optimizer = run.optimizer.clone();
     optimizer.schedule = optimizer.schedule.with_total_steps_if_unset((steps_per_epoch * run.epochs) as u64);
-    let mut driver = StepDriver::new(model, optimizer)?;
-    let mut result = RunResult {
-        device: format!("{:?}", model.var_store().device()),
-        steps: Vec::new(),
-        epochs: Vec::new(),
-        selected: 0,
-        skipped_examples: Vec::new(),
-        param_bytes: driver.param_bytes(),
-        extra_memory_bytes: driver.extra_memory_bytes(),
-    };
     let evaluate = |data: &mut dyn TrainData<M>, epoch, steps, train_loss, train_seconds, data_wait_seconds| {
         let t = Instant::now();
         let evals = data.evaluate(model)?;
@@ -162,50 +153,89 @@ pub fn train<M: Model>(
             evals,
         })
     };
-    if run.eval_before_training {
-        result.epochs.push(evaluate(data, 0, 0, f64::NAN, 0.0, 0.0)?);
-    }
-    for epoch in 1..=run.epochs {
+    let resumed = match &ctx.checkpoints {
+        Some(c) => c.resume(model, run, steps_per_epoch)?,
+        None => None,
+    };
+    let (mut driver, mut at) = match resumed {
+        Some(r) => r,
+        None => {
+            let driver = StepDriver::new(model, optimizer)?;
+            let result = RunResult {
+                device: String::new(),
+                steps: Vec::new(),
+                epochs: Vec::new(),
+                selected: 0,
+                skipped_examples: Vec::new(),
+                param_bytes: driver.param_bytes(),
+                extra_memory_bytes: driver.extra_memory_bytes(),
+            };
+            let mut at = LoopState::start(run, steps_per_epoch, result);
+            if run.eval_before_training {
+                at.result.epochs.push(evaluate(data, 0, 0, f64::NAN, 0.0, 0.0)?);
+            }
+            (driver, at)
+        }
+    };
+    at.result.device = format!("{:?}", model.var_store().device());
+    let every = ctx.checkpoints.as_ref().map_or(0, |c| c.every_steps);
+    while at.epoch <= run.epochs {
+        let epoch = at.epoch;
         let start = Instant::now();
-        let (mut loss_sum, mut losses, mut wait) = (0.0, 0usize, 0.0);
-        let mut batches = data.epoch(epoch, 0)?;
-        'steps: for _ in 0..steps_per_epoch {
+        let seconds_before = at.train_seconds;
+        let mut batches = data.epoch(epoch, at.batch)?;
+        'steps: for k in at.batch / run.accumulate..steps_per_epoch {
             let mut micro = Vec::with_capacity(run.accumulate);
             while micro.len() < run.accumulate {
                 let waited = Instant::now();
                 let next = batches.next();
-                wait += waited.elapsed().as_secs_f64();
+                at.wait_seconds += waited.elapsed().as_secs_f64();
                 match next {
                     Some(b) => micro.push(b?),
                     None => break 'steps,
                 }
             }
             let report = driver.step(model, &micro)?;
+            at.batch += run.accumulate;
             if !report.skipped {
-                loss_sum += report.loss;
-                losses += 1;
+                at.loss_sum += report.loss;
+                at.losses += 1;
             }
             (ctx.on_step)(&report);
-            result.steps.push(report);
+            at.result.steps.push(report);
+            // The epoch's last step is followed by its evaluation and the epoch's checkpoint.
+            if every > 0 && driver.steps_done() % every == 0 && k + 1 < steps_per_epoch {
+                at.train_seconds = seconds_before + start.elapsed().as_secs_f64();
+                if let Some(c) = &ctx.checkpoints {
+                    c.save(&driver, &at)?;
+                }
+            }
         }
         drop(batches);
-        let train_loss = if losses > 0 { loss_sum / losses as f64 } else { f64::NAN };
-        let train_seconds = start.elapsed().as_secs_f64();
-        result.epochs.push(evaluate(data, epoch, driver.steps_done(), train_loss, train_seconds, wait)?);
-        let selected = RunResult::select(&result.epochs, run.selection);
-        if selected == result.epochs.len() - 1 {
+        let train_loss = if at.losses > 0 { at.loss_sum / at.losses as f64 } else { f64::NAN };
+        let train_seconds = seconds_before + start.elapsed().as_secs_f64();
+        let evaluated = evaluate(data, epoch, driver.steps_done(), train_loss, train_seconds, at.wait_seconds)?;
+        at.result.epochs.push(evaluated);
+        let selected = RunResult::select(&at.result.epochs, run.selection);
+        if selected == at.result.epochs.len() - 1 {
             if let Some(path) = &ctx.save_model {
                 save_parameters(model, path)?;
             }
         }
+        at.next_epoch();
+        if let Some(c) = &ctx.checkpoints {
+            c.save(&driver, &at)?;
+        }
     }
+    let mut result = at.result;
     result.selected = RunResult::select(&result.epochs, run.selection);
     result.extra_memory_bytes = driver.extra_memory_bytes();
     Ok(result)
 }
 
-/// The model's trainable parameters as safetensors, written beside `path` and renamed into place.
-fn save_parameters<M: Model>(model: &M, path: &std::path::Path) -> Result<()> {
+/// The model's trainable parameters as safetensors, written beside `path`, flushed to disk and renamed into place
+/// (the temporary file is removed on any error).
+fn save_parameters<M: Model>(model: &M, path: &Path) -> Result<()> {
     let named: Vec<(String, tch::Tensor)> = model
         .var_store()
         .variables()
@@ -213,11 +243,19 @@ fn save_parameters<M: Model>(model: &M, path: &std::path::Path) -> Result<()> {
         .filter(|(_, t)| t.requires_grad())
         .map(|(n, t)| (n, t.detach()))
         .collect();
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let name = path.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = (|| -> Result<()> {
+        tch::Tensor::write_safetensors(&named, &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(parent)?.sync_all()?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    tch::Tensor::write_safetensors(&named, &tmp)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    written
 }

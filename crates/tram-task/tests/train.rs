@@ -1,5 +1,6 @@
-//! The training loop on a tiny linear classifier: steps per epoch, accumulation, evaluation points, selection,
-//! the schedule's length, and the saved weights.
+//! The training loop on a tiny linear classifier (with dropout, so that resuming must reproduce the random masks):
+//! steps per epoch, accumulation, evaluation points, selection, the schedule's length, the saved weights, and a run
+//! interrupted in the middle of an epoch and resumed from its checkpoint.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -28,9 +29,9 @@ impl Model for Linear {
     fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }
-    fn forward(&self, b: &Batch, _train: bool, noise: Option<&InputNoise>) -> Tensor {
+    fn forward(&self, b: &Batch, train: bool, noise: Option<&InputNoise>) -> Tensor {
         let x = noise.map_or_else(|| b.x.shallow_clone(), |n| n.apply(&b.x));
-        self.fc.forward(&x)
+        self.fc.forward(&x.dropout(0.25, train))
     }
     fn loss(&self, logits: &Tensor, b: &Batch) -> Tensor {
         logits.cross_entropy_for_logits(&b.y)
@@ -53,6 +54,8 @@ struct Data {
     scripted_val_loss: Vec<f64>,
     evaluations: usize,
     epochs_started: Vec<(usize, usize)>,
+    /// `(epoch, batch)`: the batch at which the epoch's iterator fails, as a killed process would stop.
+    fail_at: Option<(usize, usize)>,
 }
 
 impl Data {
@@ -65,16 +68,20 @@ impl Data {
                 (x, y)
             })
             .collect();
-        Self { batches, scripted_val_loss: val, evaluations: 0, epochs_started: vec![] }
+        Self { batches, scripted_val_loss: val, evaluations: 0, epochs_started: vec![], fail_at: None }
     }
 }
 
 impl TrainData<Linear> for Data {
     fn epoch(&mut self, epoch: usize, start: usize) -> tram_task::Result<EpochBatches<'_, Batch>> {
         self.epochs_started.push((epoch, start));
-        Ok(Box::new(
-            self.batches[start..].iter().map(|(x, y)| Ok(Batch { x: x.shallow_clone(), y: y.shallow_clone() })),
-        ))
+        let fail = self.fail_at.filter(|f| f.0 == epoch).map(|f| f.1);
+        Ok(Box::new(self.batches.iter().enumerate().skip(start).map(move |(k, (x, y))| {
+            if fail == Some(k) {
+                return Err(tram_task::Error::Config("interrupted".into()));
+            }
+            Ok(Batch { x: x.shallow_clone(), y: y.shallow_clone() })
+        })))
     }
 
     fn evaluate(&mut self, model: &Linear) -> tram_task::Result<Vec<Evaluation>> {
@@ -159,4 +166,68 @@ fn settings_that_cannot_train_are_errors() {
     let mut capped = run.clone();
     capped.max_train_batches = Some(3);
     assert_eq!(capped.steps_per_epoch(80).unwrap(), 3);
+}
+
+/// A run stopped in the middle of its second epoch and resumed from its checkpoint, with a new model whose
+/// parameters are not the initial ones, ends exactly as an uninterrupted run: every step report, every
+/// evaluation, the epochs' mean losses, the final parameters. TRAM-θ_{t−1} with momentum SGD, accumulation and
+/// dropout: the target copy, the momentum, the position in the data and the random masks must all carry over.
+#[test]
+fn a_run_resumed_from_a_checkpoint_equals_an_uninterrupted_run_bit_for_bit() {
+    let _g = serial();
+    let mut run = settings(MethodName::TramPrev);
+    run.optimizer.base = BaseConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 };
+    run.optimizer.seed = 3;
+    run.accumulate = 2;
+    run.eval_before_training = true;
+    run.selection = Selection::BestValidation;
+    let steps = run.steps_per_epoch(80).unwrap();
+    let dir = std::env::temp_dir().join(format!("tram-task-resume-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let train_with = |m: &Linear, data: &mut Data, ckpt: Option<tram_task::Checkpoints>| {
+        let mut on_step = |_: &tram_core::StepReport| {};
+        let mut ctx = RunContext::new(&mut on_step);
+        ctx.checkpoints = ckpt;
+        train(m, &run, steps, data, &mut ctx)
+    };
+    let scripted = vec![5.0, 3.0, 1.0, 2.0];
+
+    let whole_model = model();
+    let whole = train_with(&whole_model, &mut Data::new(scripted.clone()), None).unwrap();
+
+    // Checkpoints after steps 3, 5 (end of epoch 1), 6 and 9; the iterator fails at batch 8 of epoch 2, after 4
+    // of its 5 steps.
+    let ckpt = tram_task::Checkpoints::new(dir.join("checkpoint"), 3);
+    let mut first = Data::new(scripted.clone());
+    first.fail_at = Some((2, 8));
+    let err = train_with(&model(), &mut first, Some(ckpt.clone())).unwrap_err();
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    let (step, folder) = ckpt.latest().unwrap().expect("a checkpoint was written");
+    assert_eq!(step, 9, "the latest checkpoint is inside epoch 2");
+    let left: Vec<String> =
+        std::fs::read_dir(&ckpt.dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, [folder.file_name().unwrap().to_string_lossy()], "older checkpoints are pruned");
+
+    let resumed_model = model();
+    let _ = tch::no_grad(|| resumed_model.fc.ws.shallow_clone().fill_(7.0));
+    // The evaluations of epochs 0 and 1 come from the checkpoint: the validation losses continue from there.
+    let mut second = Data::new(scripted[2..].to_vec());
+    let resumed = train_with(&resumed_model, &mut second, Some(ckpt.clone())).unwrap();
+    assert_eq!(second.epochs_started, [(2, 8), (3, 0)], "epoch 2 resumes at its ninth batch");
+
+    assert_eq!(resumed.steps.len(), whole.steps.len());
+    for (a, b) in resumed.steps.iter().zip(&whole.steps) {
+        assert_eq!(a, b, "step {} differs after the resume", b.step);
+    }
+    let outcome = |r: &tram_task::RunResult| -> Vec<(usize, u64, u64, Vec<Evaluation>)> {
+        r.epochs.iter().map(|e| (e.epoch, e.steps, e.train_loss.to_bits(), e.evals.clone())).collect()
+    };
+    assert_eq!(outcome(&resumed), outcome(&whole), "evaluations and epoch losses");
+    assert_eq!((resumed.selected, whole.selected), (2, 2), "best validation (loss 1.0 after epoch 2)");
+    assert!(
+        resumed_model.fc.ws.equal(&whole_model.fc.ws)
+            && resumed_model.fc.bs.as_ref().unwrap().equal(whole_model.fc.bs.as_ref().unwrap())
+    );
+    assert!(!whole_model.fc.ws.equal(&model().fc.ws), "training changed the parameters");
+    std::fs::remove_dir_all(&dir).ok();
 }

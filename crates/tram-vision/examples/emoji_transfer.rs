@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         task.describe()
     );
     let mut on_step = |r: &tram_core::StepReport| {
-        if r.step % 10 == 0 {
+        if r.step.is_multiple_of(10) {
             println!(
                 "  step {:>4}  loss {:.4}  d {:?}  |eps| {:?}  passes {}/{}",
                 r.step, r.loss, r.divergence, r.eps_norm, r.forward_passes, r.backward_passes

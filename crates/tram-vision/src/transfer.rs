@@ -4,7 +4,7 @@
 //! the model and its evaluation, no optimizer logic.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -14,6 +14,7 @@ use tram_task::{
     Timing, TrainData,
 };
 
+use crate::assets;
 use crate::classifier::{ImageBatch, ImageClassifier, ModelSpec};
 use crate::data::emoji::EmojiConfig;
 use crate::data::parquet::ParquetColumns;
@@ -112,11 +113,12 @@ impl TransferConfig {
         }
     }
 
-    /// Loads the data set (the model is built per run).
+    /// Loads the data set (the model is built per run), after checking the assets it and the model read.
     pub fn build(&self) -> Result<TransferTask> {
         if self.image_size == 0 || self.eval_batch_size == 0 || self.workers == 0 {
             return Err(Error::Config("image_size, eval_batch_size and workers must be at least 1".into()));
         }
+        self.verify_assets()?;
         let data = self.data.load()?;
         for set in std::iter::once(&data.test).chain(&data.ood) {
             if set.is_empty() {
@@ -124,6 +126,46 @@ impl TransferConfig {
             }
         }
         Ok(TransferTask { config: self.clone(), data })
+    }
+
+    /// Checks what the runs will read against the checksums written when it was fetched, once for the sweep: the
+    /// pre-trained weights and, for the embedded emoji, every image of every style (own downloads: the folders
+    /// that have a `SHA256SUMS`).
+    fn verify_assets(&self) -> Result<()> {
+        let file_in = |path: &Path| -> Result<()> {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+                return Ok(());
+            };
+            assets::verify(dir, Some(&[name]), false)
+        };
+        match &self.model {
+            ModelSpec::EfficientNetLite0 { pretrained: false, .. } | ModelSpec::Vit { pretrained: false, .. } => {}
+            ModelSpec::EfficientNetLite0 { weights: None, .. } => {
+                let path = assets::efficientnet_lite0_weights()?;
+                let dir = path.parent().unwrap_or(Path::new("."));
+                assets::verify(dir, Some(&["efficientnet-lite0.safetensors"]), true)?;
+            }
+            ModelSpec::EfficientNetLite0 { weights: Some(path), .. } => file_in(path)?,
+            ModelSpec::Vit { dir, .. } => assets::verify(dir, None, false)?,
+        }
+        match &self.data {
+            DataSpec::Emoji(cfg) => {
+                let (root, cached) = match &cfg.root {
+                    Some(r) => (r.clone(), false),
+                    None => (assets::emoji_dir()?, true),
+                };
+                for style in crate::data::emoji::Style::ALL {
+                    assets::verify(&root.join(style.as_str()), None, cached)?;
+                }
+            }
+            DataSpec::Parquet { dir, .. } => assets::verify(dir, None, false)?,
+            DataSpec::ImageFolder { train, test, ood } => {
+                for dir in [train, test].into_iter().chain(ood.values()) {
+                    assets::verify(dir, None, false)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -184,8 +184,38 @@ fn a_corrupt_cached_asset_says_how_to_fetch_it_again() {
         Some(v) => std::env::set_var("TRAM_CACHE", v),
         None => std::env::remove_var("TRAM_CACHE"),
     }
-    let err = result.err().expect("a truncated weights file must not load").to_string();
+    let err = result.expect_err("a truncated weights file must not load").to_string();
     assert!(err.contains(&dir.join("efficientnet-lite0.safetensors").display().to_string()), "{err}");
     assert!(err.contains("looks corrupt") && err.contains("bash tools/assets.sh"), "{err}");
     std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn a_weights_file_of_the_right_size_with_a_zeroed_block_is_refused_before_any_run() {
+    let _rng = serial();
+    let cached = tram_vision::assets::efficientnet_lite0_weights().unwrap();
+    let dir = std::env::temp_dir().join(format!("tram-vision-zeroed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = dir.join("efficientnet-lite0.safetensors");
+    let manifest = tram_task::assets::MANIFEST;
+    std::fs::copy(cached.parent().unwrap().join(manifest), dir.join(manifest)).unwrap();
+    let mut bytes = std::fs::read(&cached).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 4096].fill(0);
+    std::fs::write(&weights, &bytes).unwrap();
+    let spec = ModelSpec::EfficientNetLite0 { weights: Some(weights.clone()), pretrained: true, bn_momentum: None };
+    assert!(ImageClassifier::build(&spec, 9, Device::Cpu).is_ok(), "the loader alone cannot tell");
+    let config = TransferConfig { model: spec, ..TransferConfig::embedded() };
+    let err = config.build().err().expect("checked against the manifest before loading").to_string();
+    assert!(err.contains(&weights.display().to_string()) && err.contains("the file changed"), "{err}");
+    assert!(err.contains("bash tools/assets.sh"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_empty_evaluation_set_is_an_error_not_an_accuracy() {
+    let _cache = serial();
+    let data = tram_vision::transfer::DataSpec::Emoji(EmojiConfig { test_fraction: 0.0, ..EmojiConfig::default() });
+    let err = TransferConfig { data, ..TransferConfig::embedded() }.build().err().expect("no test image").to_string();
+    assert!(err.contains("evaluation set `google` holds no image"), "{err}");
 }

@@ -1,0 +1,206 @@
+//! `tram slurm`: an `sbatch --array` script whose tasks each run one shard of the sweep (`tram run --shard K/N`)
+//! on a results folder they share. The runs' locks keep any run from being trained twice (a re-queued or
+//! re-submitted task finds finished runs finished and resumes interrupted ones from their checkpoints), and
+//! `tram tables` builds the tables once the array is done.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// What the script asks Slurm for, and what its tasks run.
+pub struct SlurmOptions {
+    pub experiment: PathBuf,
+    pub profile: String,
+    pub overrides: Vec<String>,
+    pub results: PathBuf,
+    pub paper: PathBuf,
+    pub device: String,
+    /// Array tasks (shards); default: one per run.
+    pub tasks: Option<usize>,
+    /// At most this many tasks at once (`--array=0-N%P`).
+    pub parallel: Option<usize>,
+    pub gpus_per_task: Option<u32>,
+    pub cpus_per_task: u32,
+    pub mem: Option<String>,
+    pub time: String,
+    pub partition: Option<String>,
+    /// Further `#SBATCH` options, e.g. `--account=proj`.
+    pub sbatch: Vec<String>,
+    /// Where the script goes; default `<results>/slurm/<experiment>-<profile>.sbatch`.
+    pub out: Option<PathBuf>,
+}
+
+/// `text` as one shell word.
+fn quote(text: &str) -> String {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c)) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// The paths a script needs, made absolute (array tasks start in the submission folder, but may run anywhere).
+pub struct ScriptPaths {
+    pub tram: PathBuf,
+    pub workdir: PathBuf,
+    pub experiment: PathBuf,
+    pub results: PathBuf,
+    pub paper: PathBuf,
+}
+
+/// The script text for a sweep of `runs` runs named `name` (`<experiment>-<profile>`).
+pub fn script(opts: &SlurmOptions, name: &str, runs: usize, paths: &ScriptPaths) -> Result<String> {
+    let tasks = opts.tasks.unwrap_or(runs);
+    if tasks == 0 {
+        bail!("--tasks must be at least 1");
+    }
+    if let Some(0) = opts.parallel {
+        bail!("--parallel must be at least 1");
+    }
+    let tasks = tasks.min(runs);
+    let logs = paths.results.join("slurm");
+    let mut s = String::from("#!/usr/bin/env bash\n");
+    s += &format!(
+        "# Written by `tram slurm` for {} (profile {}): {runs} runs over {tasks} array tasks.\n",
+        paths.experiment.display(),
+        opts.profile
+    );
+    s += "# Submit with `sbatch <this file>`. Each task trains its share of the runs (--shard K/N) in the shared results\n";
+    s += "# folder; a pre-empted task is re-queued and resumes its run from the last checkpoint. Re-submitting one\n";
+    s += "# task (`sbatch --array=K <this file>`) redoes only what that share still lacks. Once the array is done:\n";
+    s += &format!(
+        "#   {} tables {} --profile {} --results {}{}\n",
+        quote(&paths.tram.to_string_lossy()),
+        quote(&paths.experiment.to_string_lossy()),
+        quote(&opts.profile),
+        quote(&paths.results.to_string_lossy()),
+        opts.overrides.iter().map(|o| format!(" --set {}", quote(o))).collect::<String>()
+    );
+    s += "# (or submit that with `sbatch --dependency=afterany:<array job id> --wrap '...'`).\n";
+    s += &format!("#SBATCH --job-name=tram-{name}\n");
+    let throttle = opts.parallel.map_or_else(String::new, |p| format!("%{p}"));
+    s += &format!("#SBATCH --array=0-{}{throttle}\n", tasks - 1);
+    s += &format!("#SBATCH --time={}\n", opts.time);
+    s += &format!("#SBATCH --cpus-per-task={}\n", opts.cpus_per_task);
+    if let Some(g) = opts.gpus_per_task {
+        s += &format!("#SBATCH --gpus-per-task={g}\n");
+    }
+    if let Some(m) = &opts.mem {
+        s += &format!("#SBATCH --mem={m}\n");
+    }
+    if let Some(p) = &opts.partition {
+        s += &format!("#SBATCH --partition={p}\n");
+    }
+    for extra in &opts.sbatch {
+        if extra.contains('\n') {
+            bail!("--sbatch {extra:?}: one option per --sbatch, on one line");
+        }
+        s += &format!("#SBATCH {extra}\n");
+    }
+    s += &format!("#SBATCH --output={}\n", logs.join(format!("{name}-%A_%a.out")).display());
+    s += "#SBATCH --requeue\n#SBATCH --open-mode=append\n";
+    s += "set -euo pipefail\n";
+    s += &format!("cd {}\n", quote(&paths.workdir.to_string_lossy()));
+    // N is written out rather than read from SLURM_ARRAY_TASK_COUNT, so that a task re-submitted alone keeps its share.
+    s += &format!(
+        "exec {} run {} --profile {} --results {} --paper {} --device {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{tasks}\"",
+        quote(&paths.tram.to_string_lossy()),
+        quote(&paths.experiment.to_string_lossy()),
+        quote(&opts.profile),
+        quote(&paths.results.to_string_lossy()),
+        quote(&paths.paper.to_string_lossy()),
+        quote(&opts.device)
+    );
+    for o in &opts.overrides {
+        s += &format!(" \\\n    --set {}", quote(o));
+    }
+    s += "\n";
+    Ok(s)
+}
+
+/// Writes the script (executable) and the folder its tasks' logs go to; returns the script's path.
+pub fn write_script(opts: &SlurmOptions, experiment_name: &str, runs: usize) -> Result<PathBuf> {
+    let results = absolute(&opts.results)?;
+    let paths = ScriptPaths {
+        tram: std::env::current_exe().context("finding the tram binary")?,
+        workdir: std::env::current_dir().context("reading the current folder")?,
+        experiment: absolute(&opts.experiment)?,
+        results: results.clone(),
+        paper: absolute(&opts.paper)?,
+    };
+    let name = format!("{experiment_name}-{}", opts.profile);
+    let text = script(opts, &name, runs, &paths)?;
+    let logs = results.join("slurm");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let out = match &opts.out {
+        Some(o) => o.clone(),
+        None => logs.join(format!("{name}.sbatch")),
+    };
+    crate::atomic::write_bytes(&out, text.as_bytes())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", out.display()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> SlurmOptions {
+        SlurmOptions {
+            experiment: "experiments/table3.toml".into(),
+            profile: "paper".into(),
+            overrides: vec!["task.model.dir=/data/vit b".into()],
+            results: "results".into(),
+            paper: "results/paper".into(),
+            device: "auto".into(),
+            tasks: None,
+            parallel: Some(8),
+            gpus_per_task: Some(1),
+            cpus_per_task: 8,
+            mem: None,
+            time: "24:00:00".into(),
+            partition: None,
+            sbatch: vec!["--account=proj".into()],
+            out: None,
+        }
+    }
+
+    fn paths() -> ScriptPaths {
+        ScriptPaths {
+            tram: "/opt/tram/bin/tram".into(),
+            workdir: "/home/u/tram".into(),
+            experiment: "/home/u/tram/experiments/table3.toml".into(),
+            results: "/shared/results".into(),
+            paper: "/home/u/tram/results/paper".into(),
+        }
+    }
+
+    #[test]
+    fn the_script_is_an_array_of_shards_over_one_results_folder() {
+        let text = script(&opts(), "table3-paper", 40, &paths()).unwrap();
+        for line in [
+            "#SBATCH --array=0-39%8",
+            "#SBATCH --gpus-per-task=1",
+            "#SBATCH --cpus-per-task=8",
+            "#SBATCH --account=proj",
+            "#SBATCH --requeue",
+            "#SBATCH --output=/shared/results/slurm/table3-paper-%A_%a.out",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains("--results /shared/results") && text.contains("--shard \"${SLURM_ARRAY_TASK_ID}/40\""));
+        assert!(text.contains("--set 'task.model.dir=/data/vit b'"), "a value with a space stays one word:\n{text}");
+        let few = SlurmOptions { tasks: Some(4), parallel: None, ..opts() };
+        let text = script(&few, "table3-paper", 40, &paths()).unwrap();
+        assert!(text.contains("#SBATCH --array=0-3\n") && text.contains("/4\""));
+        let more = SlurmOptions { tasks: Some(100), ..opts() };
+        assert!(script(&more, "t", 6, &paths()).unwrap().contains("--array=0-5%8"), "no task without a run");
+        assert!(script(&SlurmOptions { tasks: Some(0), ..opts() }, "t", 6, &paths()).is_err());
+    }
+}
