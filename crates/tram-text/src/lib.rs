@@ -9,7 +9,10 @@
 //! - zero-shot cross-lingual transfer (Table 5): a multilingual encoder fine-tuned on English, accuracy on the
 //!   other languages.
 
+pub mod classifier;
 pub mod data;
+pub mod e5s1;
+pub mod encoder;
 pub mod error;
 pub mod tokenizer;
 
