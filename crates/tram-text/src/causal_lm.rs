@@ -244,7 +244,8 @@ impl Decoder {
         }
     }
 
-    fn share(&self) -> Self {
+    /// The same model over the same tensors (no copy).
+    pub fn share(&self) -> Self {
         match self {
             Decoder::Gpt2(m) => Decoder::Gpt2(m.share()),
             Decoder::Llama(m) => Decoder::Llama(m.share()),

@@ -18,6 +18,7 @@ pub mod error;
 pub mod gguf;
 pub mod gpt2;
 pub mod llama;
+pub mod lm_task;
 pub mod tokenizer;
 pub mod trainable;
 
