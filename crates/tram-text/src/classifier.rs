@@ -212,32 +212,39 @@ impl SequenceClassifier {
         self.top.first
     }
 
-    /// Last-layer hidden states `[N, T, H]`.
-    pub fn hidden(&self, batch: &TextBatch, train: bool, noise: Option<&InputNoise>) -> Tensor {
+    /// The input of the trainable layers: the embeddings' output (nothing frozen) or the frozen prefix's (cached
+    /// when the batch carries it), with `noise` where [`NoiseAt`] says.
+    fn trainable_input(&self, batch: &TextBatch, train: bool, noise: Option<&InputNoise>) -> Tensor {
         match &self.prefix {
-            None => self.top.forward(&batch.ids, &batch.mask, noise, train),
-            Some(prefix) => {
-                let x = match (noise, &batch.prefix_out, self.noise_at) {
-                    (None, Some(cached), _) => cached.shallow_clone(),
-                    (None, None, _) => prefix.forward(&batch.ids, &batch.mask, None),
-                    (Some(n), Some(cached), NoiseAt::Cached) => tch::no_grad(|| n.apply(cached)),
-                    (Some(n), None, NoiseAt::Cached) => {
-                        let clean = prefix.forward(&batch.ids, &batch.mask, None);
-                        tch::no_grad(|| n.apply(&clean))
-                    }
-                    (Some(n), _, NoiseAt::Embeddings) => prefix.forward(&batch.ids, &batch.mask, Some(n)),
-                };
-                self.top.run_layers(&x, &batch.mask, train)
+            None => {
+                let emb = self.top.embeddings.as_ref().expect("a model without a prefix has its embeddings");
+                emb.forward(&batch.ids, &batch.mask, noise, train)
             }
+            Some(prefix) => match (noise, &batch.prefix_out, self.noise_at) {
+                (None, Some(cached), _) => cached.shallow_clone(),
+                (None, None, _) => prefix.forward(&batch.ids, &batch.mask, None),
+                (Some(n), Some(cached), NoiseAt::Cached) => tch::no_grad(|| n.apply(cached)),
+                (Some(n), None, NoiseAt::Cached) => {
+                    let clean = prefix.forward(&batch.ids, &batch.mask, None);
+                    tch::no_grad(|| n.apply(&clean))
+                }
+                (Some(n), _, NoiseAt::Embeddings) => prefix.forward(&batch.ids, &batch.mask, Some(n)),
+            },
         }
     }
 
-    /// The vector the head reads, `[N, H]`.
+    /// Last-layer hidden states `[N, T, H]`.
+    pub fn hidden(&self, batch: &TextBatch, train: bool, noise: Option<&InputNoise>) -> Tensor {
+        self.top.run_layers(&self.trainable_input(batch, train, noise), &batch.mask, train)
+    }
+
+    /// The vector the head reads, `[N, H]`. With first-token pooling the last layer computes that token alone
+    /// (exact, and about six times cheaper for that layer).
     pub fn pooled(&self, batch: &TextBatch, train: bool, noise: Option<&InputNoise>) -> Tensor {
-        let h = self.hidden(batch, train, noise);
+        let x = self.trainable_input(batch, train, noise);
         match self.pooling {
-            Pooling::First => h.select(1, 0),
-            Pooling::Mean => mean_pool(&h, &batch.mask),
+            Pooling::First => self.top.run_layers_first_token(&x, &batch.mask, train),
+            Pooling::Mean => mean_pool(&self.top.run_layers(&x, &batch.mask, train), &batch.mask),
         }
     }
 

@@ -174,7 +174,10 @@ impl E5s1 {
             eps: c.f32()?,
             block: c.usize("qk")?,
         };
-        if header.block != 32 || header.hidden % 32 != 0 || header.ffn % 32 != 0 {
+        // `%` rather than `is_multiple_of`, which needs Rust 1.87 (the workspace supports 1.85).
+        #[allow(clippy::manual_is_multiple_of)]
+        let whole_blocks = header.hidden % 32 == 0 && header.ffn % 32 == 0;
+        if header.block != 32 || !whole_blocks {
             return Err(err(format!("unsupported Q4_0 block size {} or widths {:?}", header.block, header)));
         }
         let n = c.usize("n_pieces")?;

@@ -21,5 +21,6 @@ pub mod llama;
 pub mod lm_task;
 pub mod tokenizer;
 pub mod trainable;
+pub mod xlingual_task;
 
 pub use error::{Error, Result};

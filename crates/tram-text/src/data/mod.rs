@@ -3,3 +3,4 @@
 pub mod brown;
 pub mod install_guide;
 pub mod m2d2;
+pub mod nli;
