@@ -274,21 +274,16 @@ impl Decoder {
 }
 
 /// Where a pre-trained causal LM comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelSource {
     /// SmolLM2-135M-Instruct, the GGUF in the assets cache (`bash tools/assets.sh lm`).
+    #[default]
     Smollm2,
     /// A GGUF file (llama architecture, byte-level BPE vocabulary), dequantized to float32 at load.
     Gguf(PathBuf),
     /// A Hugging Face snapshot folder (`config.json`, `model.safetensors`, `tokenizer.json`), GPT-2 or Llama.
     Snapshot(PathBuf),
-}
-
-impl Default for ModelSource {
-    fn default() -> Self {
-        ModelSource::Smollm2
-    }
 }
 
 /// The embedded model's GGUF in the assets cache.
@@ -396,8 +391,8 @@ impl LmBatch {
         let mut ids = Vec::with_capacity(blocks.len() * t);
         let mut mask = Vec::with_capacity(blocks.len() * t);
         for b in blocks {
-            ids.extend(b.iter().map(|&x| x as i64).chain(std::iter::repeat(pad as i64).take(t - b.len())));
-            mask.extend(std::iter::repeat(1f32).take(b.len()).chain(std::iter::repeat(0f32).take(t - b.len())));
+            ids.extend(b.iter().map(|&x| x as i64).chain(std::iter::repeat_n(pad as i64, t - b.len())));
+            mask.extend(std::iter::repeat_n(1f32, b.len()).chain(std::iter::repeat_n(0f32, t - b.len())));
         }
         let n = blocks.len() as i64;
         Self {

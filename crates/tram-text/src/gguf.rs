@@ -347,7 +347,7 @@ impl GgufFile {
         };
         let (per_block, block_bytes) = ty.block();
         let n = t.elements() as usize;
-        if n % per_block != 0 {
+        if !n.is_multiple_of(per_block) {
             return Err(self.err(format!("tensor `{}` has {n} elements, not a multiple of {per_block}", t.name)));
         }
         let len = n / per_block * block_bytes;
