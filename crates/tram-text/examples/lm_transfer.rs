@@ -6,8 +6,13 @@
 //!
 //! Keys (defaults in brackets): methods=base,tram-prev (each `name` or `name@lr`)  steps=[40] (optimizer steps per run)  epochs=[2]
 //! batch=[4]  lr=[3e-4]  warmup=[0]  rounds=[3] (timing rounds; 0: no timing)  timing=<methods> [all 11]
-//! trainable=[top-2] (all | top-K)  block=[128]  eval_blocks=[16]  domain=[learned]  noise_at=[embeddings]
-//! seed=[0]  json=<file> (write every run's result)
+//! trainable=[top-2] (all | top-K)  block=[128]  eval_blocks=[16]  domain=[learned]  zero_shot=<genres> [the
+//! other 14]  noise_at=[embeddings]
+//! seed=[0]  threads=[libtorch's default]  json=<file> (write every run's result)
+//!
+//! Every time is printed as wall clock and as this process's CPU time (Linux `/proc/self/stat`): on a shared
+//! machine the wall clock measures the other jobs too, while one thread's CPU time measures the work. With
+//! `threads=1` the timing is per method (`time_steps` once per method) so that each gets its own CPU figure.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -29,6 +34,28 @@ fn summary(evals: &[Evaluation]) -> (f64, f64, f64) {
     (val, test, zs.iter().map(|e| e.value).sum::<f64>() / zs.len() as f64)
 }
 
+/// User + system CPU seconds of this process so far (Linux; NaN elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    if f.len() == 2 {
+        (f[0] + f[1]) / 100.0
+    } else {
+        f64::NAN
+    }
+}
+
+/// Wall and CPU seconds since `(wall, cpu)`.
+fn since(start: (Instant, f64)) -> String {
+    format!("{:.1} s wall, {:.1} s CPU", start.0.elapsed().as_secs_f64(), cpu_seconds() - start.1)
+}
+
+fn now() -> (Instant, f64) {
+    (Instant::now(), cpu_seconds())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: BTreeMap<String, String> = std::env::args()
         .skip(1)
@@ -42,6 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let config = CausalLmConfig {
         train_domain: get("domain", "learned"),
+        zero_shot_domains: args.get("zero_shot").map(|z| z.split(',').map(str::to_string).collect()),
         block_len: num("block", "128")? as usize,
         eval_blocks: num("eval_blocks", "16")? as usize,
         validation_blocks: num("eval_blocks", "16")? as usize,
@@ -49,10 +77,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         noise_at: if get("noise_at", "embeddings") == "cached" { NoiseAt::Cached } else { NoiseAt::Embeddings },
         ..CausalLmConfig::default()
     };
+    if let Some(n) = args.get("threads") {
+        tch::set_num_threads(n.parse()?);
+    }
     println!("threads: {}", tch::get_num_threads());
-    let t = Instant::now();
+    let t = now();
     let task = config.build()?;
-    println!("build: {:.1} s\n{}", t.elapsed().as_secs_f64(), task.describe());
+    println!("build: {}\n{}", since(t), task.describe());
     for s in task.sets() {
         println!(
             "  {:>16} {:>10} {:>10}: {:>3} blocks, {:>5} scored tokens of {:>6}",
@@ -64,16 +95,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.text_tokens
         );
     }
-    let t = Instant::now();
+    let t = now();
     let pre = task.evaluate_pretrained(DeviceChoice::Cpu)?;
-    println!(
-        "pre-trained evaluation: {:.1} s (of which frozen-prefix cache {:.1} s)",
-        t.elapsed().as_secs_f64(),
-        task.cache_seconds()
-    );
-    let t = Instant::now();
+    println!("pre-trained evaluation: {} (of which frozen-prefix cache {:.1} s wall)", since(t), task.cache_seconds());
+    let t = now();
     let _ = task.evaluate_pretrained(DeviceChoice::Cpu)?;
-    println!("one evaluation from the cache: {:.1} s", t.elapsed().as_secs_f64());
+    println!("one evaluation from the cache: {}", since(t));
     for e in &pre {
         println!("  {:>16} {:>10} {:>10}: perplexity {:6.2}", e.set, e.domain.as_str(), e.split.as_str(), e.value);
     }
@@ -112,16 +139,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let timed = get("timing", &TABLE4.join(","));
         let methods: Vec<OptimizerConfig> =
             timed.split(',').map(|m| settings(m).map(|s| s.optimizer)).collect::<Result<_, _>>()?;
-        let t = Instant::now();
-        let timings = task.time_steps(&settings("base")?, &methods, rounds)?;
-        println!("step timing ({rounds} rounds after 1 warm-up, batch {batch}): {:.0} s", t.elapsed().as_secs_f64());
+        let t = now();
+        // One thread: each method timed alone, so that its CPU time is its own.
+        let alone = tch::get_num_threads() == 1;
+        let mut timings = vec![];
+        let mut cpu = vec![];
+        if alone {
+            for m in &methods {
+                let c = cpu_seconds();
+                timings.extend(task.time_steps(&settings("base")?, std::slice::from_ref(m), rounds)?);
+                cpu.push((cpu_seconds() - c) / (rounds + 1) as f64);
+            }
+        } else {
+            timings = task.time_steps(&settings("base")?, &methods, rounds)?;
+            cpu = vec![f64::NAN; methods.len()];
+        }
+        println!("step timing ({rounds} rounds after 1 warm-up, batch {batch}): {}", since(t));
         let base_ms = timings[0].median_ms;
-        for t in &timings {
+        for (t, c) in timings.iter().zip(&cpu) {
             println!(
-                "  {:>16}: {:7.0} ms ({:4.2}× the first), {}F/{}B, optimizer share {:4.1}%, extra memory {:.1} MB",
+                "  {:>16}: {:7.0} ms ({:4.2}× the first), CPU {:5.2} s/step, {}F/{}B, optimizer share {:4.1}%, \
+                 extra memory {:.1} MB",
                 t.method.name.as_str(),
                 t.median_ms,
                 t.median_ms / base_ms,
+                c,
                 t.forward_passes,
                 t.backward_passes,
                 100.0 * t.optimizer_share,
@@ -134,7 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let methods = get("methods", "base,tram-prev");
     for method in methods.split(',').filter(|m| !m.is_empty()) {
         let run = settings(method)?;
-        let t = Instant::now();
+        let t = now();
         let mut on_step = |r: &tram_core::StepReport| {
             if r.step.is_multiple_of(10) {
                 println!("    step {:3}: loss {:.4} d {:?}", r.step, r.loss, r.divergence);
@@ -147,11 +189,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let eval: f64 = result.epochs.iter().map(|e| e.eval_seconds).sum();
         println!(
             "{method}: {} steps, epoch {} selected; validation {v0:.2} -> {v:.2}, in-domain {t0:.2} -> {te:.2}, \
-             zero-shot mean {z0:.2} -> {z:.2}; train {train:.0} s ({:.2} s/step), eval {eval:.0} s, total {:.0} s",
+             zero-shot mean {z0:.2} -> {z:.2}; train {train:.0} s ({:.2} s/step), eval {eval:.0} s; total {}",
             result.steps.len(),
             e.epoch,
             train / result.steps.len() as f64,
-            t.elapsed().as_secs_f64()
+            since(t)
         );
         results.insert(method.to_string(), result);
     }
