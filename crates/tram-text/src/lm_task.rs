@@ -95,6 +95,10 @@ pub struct CausalLmConfig {
     /// Cap on the training domain's tokens (M2D2's train.txt is 0.4–1 GB); default: all of it.
     #[serde(default)]
     pub max_train_tokens: Option<usize>,
+    /// With top-k: memory for cached prefix outputs, in MiB (default 4096). Blocks beyond it are recomputed
+    /// whenever used (at paper scale every block of M2D2 would not fit: 3 MiB each for GPT-2 at 1024 tokens).
+    #[serde(default = "default_cache_mb")]
+    pub prefix_cache_mb: usize,
 }
 
 fn default_train_domain() -> String {
@@ -111,6 +115,9 @@ fn default_eval_batch() -> usize {
 }
 fn default_trainable() -> Trainable {
     Trainable::TopLayers(2)
+}
+fn default_cache_mb() -> usize {
+    4096
 }
 fn default_valid_fraction() -> f64 {
     0.1
@@ -145,6 +152,29 @@ struct DeviceState {
     /// Per evaluation set, per block.
     eval_cache: Vec<Vec<Option<Tensor>>>,
     cache_seconds: f64,
+    /// Bytes held by both caches, and the most they may hold.
+    cached_bytes: usize,
+    budget_bytes: usize,
+}
+
+impl DeviceState {
+    /// The frozen prefix's output for `ids` `[N, T]`, timed.
+    fn prefix(&mut self, ids: &Tensor) -> Tensor {
+        let start = std::time::Instant::now();
+        let p = self.decoder.prefix(ids, self.split, None);
+        self.cache_seconds += start.elapsed().as_secs_f64();
+        p
+    }
+
+    /// A copy of row `j` of `p` if the cache has room for it.
+    fn admit(&mut self, p: &Tensor, j: usize) -> Option<Tensor> {
+        let row = p.get(j as i64);
+        let bytes = row.numel() * row.kind().elt_size_in_bytes();
+        (self.cached_bytes + bytes <= self.budget_bytes).then(|| {
+            self.cached_bytes += bytes;
+            row.copy()
+        })
+    }
 }
 
 /// The task: data tokenized and the model loaded once; [`Task::run`] once per (method, seed).
@@ -429,6 +459,8 @@ impl CausalLmTask {
                 train_cache: HashMap::new(),
                 eval_cache: self.sets.iter().map(|s| (0..s.blocks.len()).map(|_| None).collect()).collect(),
                 cache_seconds: 0.0,
+                cached_bytes: 0,
+                budget_bytes: self.config.prefix_cache_mb << 20,
             });
         }
         let state = guard.as_ref().expect("just set");
@@ -448,16 +480,19 @@ impl CausalLmTask {
         let mut batch = self.batch(&blocks, state.device);
         if state.split > 0 {
             let missing: Vec<usize> = idx.iter().copied().filter(|i| !state.train_cache.contains_key(i)).collect();
+            let mut fresh = HashMap::new();
             if !missing.is_empty() {
-                let start = std::time::Instant::now();
                 let ids: Vec<&[u32]> = missing.iter().map(|&i| &self.train[i * l..(i + 1) * l]).collect();
-                let p = state.decoder.prefix(&self.batch(&ids, state.device).ids, state.split, None);
+                let p = state.prefix(&self.batch(&ids, state.device).ids);
                 for (j, &i) in missing.iter().enumerate() {
-                    state.train_cache.insert(i, p.get(j as i64));
+                    match state.admit(&p, j) {
+                        Some(row) => drop(state.train_cache.insert(i, row)),
+                        None => drop(fresh.insert(i, p.get(j as i64))),
+                    }
                 }
-                state.cache_seconds += start.elapsed().as_secs_f64();
             }
-            let rows: Vec<&Tensor> = idx.iter().map(|i| &state.train_cache[i]).collect();
+            let rows: Vec<&Tensor> =
+                idx.iter().map(|i| state.train_cache.get(i).unwrap_or_else(|| &fresh[i])).collect();
             batch.prefix = Some(Tensor::stack(&rows, 0));
         }
         batch
@@ -471,16 +506,18 @@ impl CausalLmTask {
         let state = guard.as_mut().expect("a run forks the model first");
         let mut batch = self.batch(&blocks, state.device);
         if state.split > 0 {
-            if state.eval_cache[s][range.clone()].iter().any(Option::is_none) {
-                let start = std::time::Instant::now();
-                let p = state.decoder.prefix(&batch.ids, state.split, None);
-                for (j, i) in range.clone().enumerate() {
-                    state.eval_cache[s][i] = Some(p.get(j as i64));
+            if state.eval_cache[s][range.clone()].iter().all(Option::is_some) {
+                let rows: Vec<&Tensor> = state.eval_cache[s][range].iter().flatten().collect();
+                batch.prefix = Some(Tensor::stack(&rows, 0));
+            } else {
+                let p = state.prefix(&batch.ids);
+                for (j, i) in range.enumerate() {
+                    if state.eval_cache[s][i].is_none() {
+                        state.eval_cache[s][i] = state.admit(&p, j);
+                    }
                 }
-                state.cache_seconds += start.elapsed().as_secs_f64();
+                batch.prefix = Some(p);
             }
-            let rows: Vec<&Tensor> = state.eval_cache[s][range].iter().map(|t| t.as_ref().expect("filled")).collect();
-            batch.prefix = Some(Tensor::stack(&rows, 0));
         }
         batch
     }

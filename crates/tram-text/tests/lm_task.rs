@@ -135,12 +135,24 @@ fn tram_runs_end_to_end_on_hub_layouts() {
 fn the_cached_prefix_evaluates_as_the_full_model_and_full_fine_tuning_runs() {
     let top = tiny("{ top-layers = 2 }").build().unwrap();
     let all = tiny("\"all\"").build().unwrap();
+    let mut config = tiny("{ top-layers = 2 }");
+    config.prefix_cache_mb = 0;
+    let uncached = config.build().unwrap();
     let a = top.evaluate_pretrained(DeviceChoice::Cpu).unwrap();
     let b = all.evaluate_pretrained(DeviceChoice::Cpu).unwrap();
-    assert!(top.cache_seconds() > 0.0 && all.cache_seconds() == 0.0);
-    for (x, y) in a.iter().zip(&b) {
+    let c = uncached.evaluate_pretrained(DeviceChoice::Cpu).unwrap();
+    let once = top.cache_seconds();
+    assert!(once > 0.0 && all.cache_seconds() == 0.0);
+    // From the cache the second time; without room for a cache, the prefix runs again.
+    assert_eq!(top.evaluate_pretrained(DeviceChoice::Cpu).unwrap(), a);
+    assert_eq!(top.cache_seconds(), once);
+    let first = uncached.cache_seconds();
+    assert_eq!(uncached.evaluate_pretrained(DeviceChoice::Cpu).unwrap(), c);
+    assert!(uncached.cache_seconds() > first);
+    for ((x, y), z) in a.iter().zip(&b).zip(&c) {
         assert_eq!((&x.set, x.examples), (&y.set, y.examples));
         assert!((x.loss - y.loss).abs() < 1e-6, "{} {} vs {}", x.set, x.loss, y.loss);
+        assert_eq!(x.loss, z.loss, "{}", x.set);
     }
     let mut run = settings(MethodName::R3f, 1);
     run.eval_before_training = false;
