@@ -291,3 +291,45 @@ impl Weights for Gpt2 {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `config.json` of `openai-community/gpt2` as the Hub has it (`n_ctx`, `summary_*` and generation keys are
+    /// ignored; `n_inner` is absent, so the MLP is 4 · n_embd wide).
+    const HUB_GPT2: &str = r#"{"activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+        "attn_pdrop": 0.1, "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256,
+        "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024,
+        "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1,
+        "summary_activation": null, "summary_first_dropout": 0.1, "summary_proj_to_labels": true,
+        "summary_type": "cls_index", "summary_use_proj": true,
+        "task_specific_params": {"text-generation": {"do_sample": true, "max_length": 50}}, "vocab_size": 50257}"#;
+
+    #[test]
+    fn hub_configs_of_every_size_read() {
+        let origin = Path::new("config.json");
+        let base = Gpt2Config::from_json(serde_json::from_str(HUB_GPT2).unwrap(), origin).unwrap();
+        assert_eq!((base.n_embd, base.inner(), base.n_layer), (768, 3072, 12));
+        assert_eq!(
+            (base.activation_function, base.resid_pdrop, base.tie_word_embeddings),
+            (Activation::GeluNew, 0.1, true)
+        );
+        // medium, large, XL: only the sizes change (XL: 48 layers of 1600 with 25 heads of 64).
+        for (d, h, l) in [(1024, 16, 24), (1280, 20, 36), (1600, 25, 48)] {
+            let mut v: serde_json::Value = serde_json::from_str(HUB_GPT2).unwrap();
+            v["n_embd"] = d.into();
+            v["n_head"] = h.into();
+            v["n_layer"] = l.into();
+            v["n_inner"] = serde_json::Value::Null;
+            let c = Gpt2Config::from_json(v, origin).unwrap();
+            assert_eq!((c.inner(), c.n_layer, c.n_embd / c.n_head), (4 * d, l as usize, 64));
+        }
+        let mut v: serde_json::Value = serde_json::from_str(HUB_GPT2).unwrap();
+        v["n_head"] = 7.into();
+        assert!(Gpt2Config::from_json(v, origin).unwrap_err().to_string().contains("multiple of n_head"));
+        let mut v: serde_json::Value = serde_json::from_str(HUB_GPT2).unwrap();
+        v["activation_function"] = "quick_gelu".into();
+        assert!(Gpt2Config::from_json(v, origin).unwrap_err().to_string().contains("quick_gelu"));
+    }
+}
