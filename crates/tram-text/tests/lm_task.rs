@@ -76,6 +76,9 @@ fn profile_keys_and_defaults() {
     let mut bad = tiny("\"all\"");
     bad.noise_at = NoiseAt::Cached;
     assert!(bad.build().err().unwrap().to_string().contains("noise_at"));
+    let mut capped = tiny("\"all\"");
+    capped.max_train_tokens = Some(100);
+    assert_eq!(capped.build().unwrap().train_blocks(), 100 / 16, "max_train_tokens caps M2D2's train.txt");
     let mut bad = tiny("\"all\"");
     bad.zero_shot_domains = Some(vec!["cs_l1".into()]);
     let err = bad.build().err().unwrap().to_string();
