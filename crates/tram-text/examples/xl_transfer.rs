@@ -10,7 +10,9 @@
 //! Flags (defaults = the embedded profile): `--methods` (tram-core names), `--seeds`, `--epochs`, `--batch-size`,
 //! `--lr`, `--warmup` (fraction of the steps), `--max-train-batches`, `--task` (TOML of the task's keys, e.g.
 //! `'trainable = { top-layers = 2 }'` or `'pooling = "first"'`), `--time-steps ROUNDS` (median step time per
-//! method first), `--csv FILE` (one row per run and set), `--threads N`.
+//! method first), `--probe` (first, the frozen encoder's baseline: a logistic-regression probe on its pooled
+//! representation), `--csv FILE` (one row per run and set), `--threads N`, `--verbose` (every step's report), `--sigma S` (input-noise σ of TRAM-x, R3F,
+//! TRAM-Fisher, ASAM+R3F; default tram-core's 0.1), `--selection last|best-validation` (default best-validation).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -29,6 +31,10 @@ struct Args {
     max_train_batches: Option<usize>,
     task: String,
     time_steps: usize,
+    probe: bool,
+    verbose: bool,
+    sigma: Option<f64>,
+    selection: Selection,
     csv: Option<String>,
     threads: Option<i32>,
 }
@@ -44,6 +50,10 @@ fn parse() -> Result<Args, String> {
         max_train_batches: None,
         task: String::new(),
         time_steps: 0,
+        probe: false,
+        verbose: false,
+        sigma: None,
+        selection: Selection::BestValidation,
         csv: None,
         threads: None,
     };
@@ -70,6 +80,16 @@ fn parse() -> Result<Args, String> {
             "--task" => a.task = value()?,
             "--time-steps" => a.time_steps = num(value()?)? as usize,
             "--csv" => a.csv = Some(value()?),
+            "--probe" => a.probe = true,
+            "--verbose" => a.verbose = true,
+            "--sigma" => a.sigma = Some(num(value()?)?),
+            "--selection" => {
+                a.selection = match value()?.as_str() {
+                    "last" => Selection::Last,
+                    "best-validation" => Selection::BestValidation,
+                    other => return Err(format!("--selection {other}: expected last or best-validation")),
+                }
+            }
             "--threads" => a.threads = Some(num(value()?)? as i32),
             other => return Err(format!("unknown flag {other} (see the example's documentation)")),
         }
@@ -86,9 +106,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let task = config.build()?;
     println!("build {:.1} s: {}", t.elapsed().as_secs_f64(), task.describe());
-    let t = Instant::now();
+    let (t, cpu0) = (Instant::now(), cpu_seconds());
     task.prepare(tch::Device::Cpu)?;
-    println!("frozen prefix + cache + eval batches: {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "frozen prefix + cache + eval batches: {:.1} s ({:.1} CPU s)",
+        t.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu0
+    );
 
     let settings = |method: MethodName, seed: u64| -> RunSettings {
         let steps = task.steps_per_epoch(&RunSettings::new(opt(method, 0, &args), args.epochs, args.batch_size));
@@ -98,9 +122,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut r = RunSettings::new(o, args.epochs, args.batch_size);
         r.device = tram_task::DeviceChoice::Cpu;
         r.max_train_batches = args.max_train_batches;
-        r.selection = Selection::BestValidation;
+        r.selection = args.selection;
         r
     };
+    if args.probe {
+        probe(&task)?;
+    }
     if args.time_steps > 0 {
         let run = settings(MethodName::Base, 0);
         let configs: Vec<OptimizerConfig> = args.methods.iter().map(|&m| settings(m, 0).optimizer).collect();
@@ -123,11 +150,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &method in &args.methods {
         for &seed in &args.seeds {
             let run = settings(method, seed);
-            let t = Instant::now();
-            let mut on_step = |_: &tram_core::StepReport| {};
+            let (t, cpu0) = (Instant::now(), cpu_seconds());
+            let verbose = args.verbose;
+            let mut on_step = |r: &tram_core::StepReport| {
+                if verbose {
+                    println!(
+                        "  step {:3} lr {:.2e} loss {:.4} d {:?} radius {:?} |eps| {:?} |g| {:.3e}",
+                        r.step, r.lr, r.loss, r.divergence, r.radius, r.eps_norm, r.grad_norm
+                    );
+                }
+            };
             let mut ctx = RunContext::new(&mut on_step);
             let result = task.run(&run, &mut ctx)?;
             let secs = t.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu0;
             let sel = result.selected_epoch().expect("an evaluated epoch");
             let mut row = BTreeMap::new();
             for e in &sel.evals {
@@ -161,7 +197,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let eval_s: f64 = result.epochs.iter().map(|e| e.eval_seconds).sum();
             println!(
                 "{:>16} seed {seed}: epoch {} selected; en val {:.3} test {:.3}, zero-shot mean {:.3} ({} sets); \
-                 train loss {:.3}; {:.0} s ({:.0} train, {:.0} eval, {} steps)",
+                 train loss {:.3}; {:.0} s ({:.0} train, {:.0} eval, {} steps; {:.0} CPU s)",
                 method.as_str(),
                 sel.epoch,
                 row.get("en-val").copied().unwrap_or(f64::NAN),
@@ -172,12 +208,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 secs,
                 train_s,
                 eval_s,
-                result.steps.len()
+                result.steps.len(),
+                cpu
             );
             table.insert((method, seed), row);
         }
     }
-    println!("all runs: {:.1} min", total.elapsed().as_secs_f64() / 60.0);
+    println!("all runs: {:.1} min ({:.1} CPU min)", total.elapsed().as_secs_f64() / 60.0, cpu_seconds() / 60.0);
     if let Some(path) = &args.csv {
         std::fs::write(path, csv)?;
     }
@@ -221,5 +258,66 @@ fn opt(method: MethodName, total_steps: u64, args: &Args) -> OptimizerConfig {
         total_steps: total_steps.max(warmup + 1),
         end_lr: 0.0,
     };
-    OptimizerConfig::new(MethodConfig::new(method), BaseConfig::adam(), schedule)
+    let mut m = MethodConfig::new(method);
+    if matches!(method, MethodName::TramX | MethodName::R3f | MethodName::TramFisher | MethodName::AsamR3f) {
+        m.sigma = args.sigma;
+    }
+    OptimizerConfig::new(m, BaseConfig::adam(), schedule)
+}
+
+/// The frozen-encoder baseline: a logistic regression (Adam, full batch, 300 iterations) on the pre-trained
+/// model's pooled representation of the English training set, evaluated on every set.
+fn probe(task: &tram_text::xlingual_task::CrossLingualTask) -> Result<(), Box<dyn std::error::Error>> {
+    use tch::nn::{Module, OptimizerConfig as _};
+    use tram_text::xlingual_task::EvalSet;
+    let t = Instant::now();
+    let model = task.model(0, tch::Device::Cpu)?;
+    let train = EvalSet {
+        name: "train".into(),
+        domain: Domain::InDomain,
+        split: Split::Test,
+        examples: task.train_examples().to_vec(),
+    };
+    let features = |set: &EvalSet| {
+        let labels: Vec<i64> = set.examples.iter().map(|e| e.label).collect();
+        (task.representations(&model, set), tch::Tensor::from_slice(&labels))
+    };
+    let (x, y) = features(&train);
+    let (mean, std) = (x.mean_dim(0, true, tch::Kind::Float), x.std_dim(0, true, true) + 1e-6);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let linear = tch::nn::linear(vs.root(), x.size()[1], task.classes().len() as i64, Default::default());
+    let mut opt = tch::nn::Adam::default().build(&vs, 1e-2)?;
+    let xs = (&x - &mean) / &std;
+    for _ in 0..300 {
+        let loss = linear.forward(&xs).cross_entropy_for_logits(&y) + 1e-3 * linear.ws.square().sum(tch::Kind::Float);
+        opt.backward_step(&loss);
+    }
+    let acc = |x: &tch::Tensor, y: &tch::Tensor| {
+        tch::no_grad(|| linear.forward(&((x - &mean) / &std)).accuracy_for_logits(y).double_value(&[]))
+    };
+    let mut line = format!("frozen-encoder probe: train {:.3}", acc(&x, &y));
+    let mut zs = vec![];
+    for set in task.eval_sets() {
+        let (x, y) = features(set);
+        let a = acc(&x, &y);
+        line.push_str(&format!(", {}{} {a:.3}", set.name, if set.split == Split::Validation { "-val" } else { "" }));
+        if set.domain == Domain::ZeroShot {
+            zs.push(a);
+        }
+    }
+    println!("{line}; zero-shot mean {:.3} ({:.0} s)", tram_stats::mean(&zs), t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// CPU seconds of this process so far (user + system, Linux `/proc/self/stat`, 100 ticks per second), which other
+/// jobs on a shared machine do not inflate as they inflate wall-clock time; NaN elsewhere.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return f64::NAN };
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the file (utime, stime) are the 12th and 13th after the command name.
+    match (f.get(11).and_then(|v| v.parse::<f64>().ok()), f.get(12).and_then(|v| v.parse::<f64>().ok())) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
 }

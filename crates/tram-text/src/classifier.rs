@@ -33,12 +33,11 @@ pub enum Pooling {
     Mean,
 }
 
-/// Where input noise goes when the encoder has a frozen prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Where input noise goes when the encoder has a frozen prefix (without one, always on the word embeddings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NoiseAt {
     /// On the word embeddings, then through the frozen prefix (no gradient): the paper's input noise.
-    #[default]
     Embeddings,
     /// On the cached output of the frozen prefix: no prefix forward per noised pass, but a different (and
     /// differently scaled) neighbourhood than the paper's.
@@ -162,6 +161,7 @@ pub struct SequenceClassifier {
     head: ClassificationHead,
     pooling: Pooling,
     noise_at: NoiseAt,
+    cached_noise_scale: f64,
     num_labels: i64,
 }
 
@@ -192,7 +192,14 @@ impl SequenceClassifier {
             first..config.num_hidden_layers,
             word_rows,
         );
-        Self { vs, config: config.clone(), prefix, top, head, pooling, noise_at, num_labels }
+        Self { vs, config: config.clone(), prefix, top, head, pooling, noise_at, cached_noise_scale: 1.0, num_labels }
+    }
+
+    /// Multiplies σ of noise put on the cached prefix output ([`NoiseAt::Cached`]), so that a method's σ, meant
+    /// for word embeddings, gives a comparable neighbourhood on the (larger) hidden states.
+    pub fn with_cached_noise_scale(mut self, scale: f64) -> Self {
+        self.cached_noise_scale = scale;
+        self
     }
 
     pub fn config(&self) -> &EncoderConfig {
@@ -223,14 +230,20 @@ impl SequenceClassifier {
             Some(prefix) => match (noise, &batch.prefix_out, self.noise_at) {
                 (None, Some(cached), _) => cached.shallow_clone(),
                 (None, None, _) => prefix.forward(&batch.ids, &batch.mask, None),
-                (Some(n), Some(cached), NoiseAt::Cached) => tch::no_grad(|| n.apply(cached)),
+                (Some(n), Some(cached), NoiseAt::Cached) => tch::no_grad(|| self.scaled(n).apply(cached)),
                 (Some(n), None, NoiseAt::Cached) => {
                     let clean = prefix.forward(&batch.ids, &batch.mask, None);
-                    tch::no_grad(|| n.apply(&clean))
+                    tch::no_grad(|| self.scaled(n).apply(&clean))
                 }
                 (Some(n), _, NoiseAt::Embeddings) => prefix.forward(&batch.ids, &batch.mask, Some(n)),
             },
         }
+    }
+
+    fn scaled(&self, n: &InputNoise) -> InputNoise {
+        let mut n = *n;
+        n.spec.sigma *= self.cached_noise_scale;
+        n
     }
 
     /// Last-layer hidden states `[N, T, H]`.

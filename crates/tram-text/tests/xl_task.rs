@@ -149,8 +149,14 @@ fn noise_methods_and_timing_run_on_the_cached_prefix() {
     assert_eq!(passes, [(1, 1), (2, 1), (2, 2), (2, 2)]);
     assert!(timings.iter().all(|t| t.median_ms > 0.0));
     let mut on_step = |_: &StepReport| {};
-    let result = task.run(&settings(MethodName::R3f, 1), &mut RunContext::new(&mut on_step)).unwrap();
+    let mut run = settings(MethodName::R3f, 1);
+    run.selection = Selection::Last;
+    let result = task.run(&run, &mut RunContext::new(&mut on_step)).unwrap();
     assert!(result.steps.iter().all(|s| s.divergence.is_some_and(|d| d > 0.0)));
+    // With `selection = "last"` the test sets are evaluated at the last epoch only; validation at every epoch.
+    let sets: Vec<usize> = result.epochs.iter().map(|e| e.evals.len()).collect();
+    assert_eq!(sets, [1, 4]);
+    assert_eq!(result.selected, 1);
 }
 
 fn tempdir() -> PathBuf {
