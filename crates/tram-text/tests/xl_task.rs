@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig, StepReport};
+use tram_core::{BaseConfig, DivergenceKind, LrSchedule, MethodConfig, MethodName, OptimizerConfig, StepReport};
 use tram_task::{Domain, RunContext, RunSettings, Selection, Split, Task};
 use tram_text::data::nli;
 use tram_text::xlingual_task::CrossLingualConfig;
@@ -140,13 +140,20 @@ fn runs_tram_variants_end_to_end_and_saves_what_table_6_needs() {
 fn noise_methods_and_timing_run_on_the_cached_prefix() {
     let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let task = config("trainable = { top-layers = 2 }\npooling = \"mean\"").build().unwrap();
-    let methods: Vec<OptimizerConfig> = [MethodName::Base, MethodName::R3f, MethodName::TramFisher, MethodName::Sam]
-        .iter()
-        .map(|&m| settings(m, 0).optimizer)
-        .collect();
+    let mut methods: Vec<OptimizerConfig> =
+        [MethodName::Base, MethodName::R3f, MethodName::TramFisher, MethodName::Sam, MethodName::AsamR3f]
+            .iter()
+            .map(|&m| settings(m, 0).optimizer)
+            .collect();
+    // Table 14: TRAM-x with MMD and L2 as the trust-region distance.
+    for d in [DivergenceKind::Mmd, DivergenceKind::L2] {
+        let mut o = settings(MethodName::TramX, 0).optimizer;
+        o.method.divergence = Some(d);
+        methods.push(o);
+    }
     let timings = task.time_steps(&settings(MethodName::Base, 0), &methods, 2).unwrap();
     let passes: Vec<(u32, u32)> = timings.iter().map(|t| (t.forward_passes, t.backward_passes)).collect();
-    assert_eq!(passes, [(1, 1), (2, 1), (2, 2), (2, 2)]);
+    assert_eq!(passes, [(1, 1), (2, 1), (2, 2), (2, 2), (4, 2), (3, 2), (3, 2)]);
     assert!(timings.iter().all(|t| t.median_ms > 0.0));
     let mut on_step = |_: &StepReport| {};
     let mut run = settings(MethodName::R3f, 1);
