@@ -9,8 +9,18 @@
 //! - zero-shot cross-lingual transfer (Table 5): a multilingual encoder fine-tuned on English, accuracy on the
 //!   other languages.
 
+pub mod causal_lm;
+pub mod classifier;
 pub mod data;
+pub mod e5s1;
+pub mod encoder;
 pub mod error;
+pub mod gguf;
+pub mod gpt2;
+pub mod llama;
+pub mod lm_task;
 pub mod tokenizer;
+pub mod trainable;
+pub mod xlingual_task;
 
 pub use error::{Error, Result};

