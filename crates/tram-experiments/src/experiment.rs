@@ -41,6 +41,10 @@ pub struct ExperimentFile {
 pub enum TaskSpec {
     /// Cross-dataset image classification (Tables 2 and 3).
     ImageTransfer(tram_vision::transfer::TransferConfig),
+    /// Cross-domain language modelling (Table 4 and its appendix tables 9–11).
+    CausalLm(tram_text::lm_task::CausalLmConfig),
+    /// Zero-shot cross-lingual transfer (Table 5; Table 6 analyses its runs).
+    CrossLingual(tram_text::xlingual_task::CrossLingualConfig),
 }
 
 impl TaskSpec {
@@ -48,15 +52,22 @@ impl TaskSpec {
     pub fn build(&self) -> Result<Box<dyn Task>> {
         Ok(match self {
             TaskSpec::ImageTransfer(c) => Box::new(c.build()?),
+            TaskSpec::CausalLm(c) => Box::new(c.build()?),
+            TaskSpec::CrossLingual(c) => Box::new(c.build()?),
         })
     }
 
-    /// The spec with what cannot change a result set to a fixed value (decoding threads), for a run's identity.
+    /// The spec with what cannot change a result set to a fixed value (decoding threads, the prefix cache's memory
+    /// budget), for a run's identity.
     pub fn identity(&self) -> TaskSpec {
         match self {
             TaskSpec::ImageTransfer(c) => {
                 TaskSpec::ImageTransfer(tram_vision::transfer::TransferConfig { workers: 1, ..c.clone() })
             }
+            TaskSpec::CausalLm(c) => {
+                TaskSpec::CausalLm(tram_text::lm_task::CausalLmConfig { prefix_cache_mb: 0, ..c.clone() })
+            }
+            TaskSpec::CrossLingual(c) => TaskSpec::CrossLingual(c.clone()),
         }
     }
 }
@@ -349,7 +360,9 @@ mod tests {
         let exp = Experiment::load(&experiments().join("table3.toml")).unwrap();
         let (embedded, quick) = (exp.profile("embedded", &[]).unwrap(), exp.profile("quick", &[]).unwrap());
         assert_eq!(embedded.optimizer, quick.optimizer, "inherited");
-        let (TaskSpec::ImageTransfer(e), TaskSpec::ImageTransfer(q)) = (&embedded.task, &quick.task);
+        let (TaskSpec::ImageTransfer(e), TaskSpec::ImageTransfer(q)) = (&embedded.task, &quick.task) else {
+            panic!("table3 is an image-transfer experiment")
+        };
         assert_eq!((e.image_size, q.image_size), (64, 32), "overridden inside the task table");
         assert_eq!(e.data, q.data, "the rest of the task table is inherited");
         assert!(e.augment.is_some() && q.augment.is_none(), "unset removes an inherited key");

@@ -138,6 +138,11 @@ pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
                 &mut tables::std_over_seeds(&profile.methods, summaries, &profile.optimizer)?,
             )?;
             println!("wrote {} and {}", tests_path.display(), std_path.display());
+            if profile.methods.len() >= 3 && summaries.iter().any(|s| s.zero_shot().next().is_some()) {
+                let path = results.join(format!("{stem}-correlations.csv"));
+                atomic::write_csv(&path, &mut tables::correlations(&profile.methods, summaries)?)?;
+                println!("wrote {}", path.display());
+            }
             let t = tables::transfer(
                 &profile.methods,
                 summaries,

@@ -351,6 +351,43 @@ pub fn std_over_seeds(methods: &[MethodConfig], summaries: &[Summary], base: &Ba
     Ok(DataFrame::new(columns)?)
 }
 
+/// Table 9: for each zero-shot set, the Pearson correlation across methods between the in-domain value and that
+/// set's value (each method's mean over its seeds), with its two-sided p-value: do the domains that move with the
+/// training domain under different optimizers also improve with it? A set on which every method scores the same
+/// has no correlation (empty cells).
+pub fn correlations(methods: &[MethodConfig], summaries: &[Summary]) -> Result<DataFrame> {
+    let Some(first) = summaries.first() else { anyhow::bail!("no finished run to correlate") };
+    let Some(in_set) = first.in_domain().map(|e| e.set.clone()) else {
+        anyhow::bail!("the runs have no in-domain evaluation to correlate with")
+    };
+    let zs_sets: Vec<String> = first.zero_shot().map(|e| e.set.clone()).collect();
+    let mean_of = |m: &MethodConfig, set: &str| -> Option<f64> {
+        let v: Vec<f64> = runs_of(summaries, m)
+            .iter()
+            .filter_map(|s| s.evaluations.iter().find(|e| e.set == set).map(|e| e.value))
+            .collect();
+        (!v.is_empty()).then(|| tram_stats::mean(&v))
+    };
+    let (mut set, mut r, mut p, mut n) = (vec![], vec![], vec![], vec![]);
+    for z in &zs_sets {
+        let pairs: Vec<(f64, f64)> =
+            methods.iter().filter_map(|m| Some((mean_of(m, &in_set)?, mean_of(m, z)?))).collect();
+        let (x, y): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+        let c = tram_stats::pearsonr(&x, &y, tram_stats::Alternative::TwoSided).ok();
+        set.push(z.clone());
+        r.push(c.map(|c| atomic::round_sig(c.r)));
+        p.push(c.map(|c| atomic::round_sig(c.pvalue)));
+        n.push(pairs.len() as u64);
+    }
+    Ok(DataFrame::new(vec![
+        Column::new("set".into(), set),
+        Column::new("correlated_with".into(), vec![in_set; zs_sets.len()]),
+        Column::new("methods".into(), n),
+        Column::new("pearson_r".into(), r),
+        Column::new("p_value".into(), p),
+    ])?)
+}
+
 /// A compact copy of a table for the terminal: the given columns (those that exist), floats to 3 significant
 /// digits.
 pub fn printable(df: &DataFrame, columns: &[&str]) -> Result<DataFrame> {
@@ -423,6 +460,24 @@ mod tests {
             examples: 10,
             per_example: vec![],
         }
+    }
+
+    #[test]
+    fn table9_correlates_each_zero_shot_set_with_the_in_domain_value_across_methods() {
+        let p = Metric::Perplexity;
+        let runs = [
+            summary("base", 0, p, [30.0, 40.0, 50.0]),
+            summary("sam", 0, p, [29.0, 39.0, 50.0]),
+            summary("tram-prev", 0, p, [27.0, 37.5, 50.0]),
+            summary("tram-prev", 1, p, [27.0, 36.5, 50.0]),
+        ];
+        let df = correlations(&methods(&["base", "sam", "tram-prev"]), &runs).unwrap();
+        let r = df.column("pearson_r").unwrap().f64().unwrap();
+        // fiction: (30, 40), (29, 39), (27, 37) — the tram-prev seeds averaged — lie on a line.
+        assert!((r.get(0).unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(df.column("methods").unwrap().u64().unwrap().get(0), Some(3));
+        assert_eq!(r.get(1), None, "humor is the same for every method: no correlation");
+        assert_eq!(df.column("set").unwrap().str().unwrap().get(1), Some("humor"));
     }
 
     fn summary(method: &str, seed: u64, metric: Metric, values: [f64; 3]) -> Summary {

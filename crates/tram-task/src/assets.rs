@@ -118,6 +118,25 @@ pub fn verify(dir: &Path, files: Option<&[&str]>) -> Result<u64> {
     Ok(bytes)
 }
 
+/// Checks the files a run will read from the folder `dir` against its checksum manifest ([`verify`]): `files`
+/// (relative to `dir`), or every file listed. The cache's folders (`cached`) always have a manifest
+/// (`tools/assets.sh` writes one), so a missing one is an error there; a folder of one's own downloads is checked
+/// when it has one.
+pub fn verify_folder(dir: &Path, files: Option<&[&str]>, cached: bool) -> Result<()> {
+    if cached || dir.join(MANIFEST).exists() {
+        verify(dir, files)?;
+    }
+    Ok(())
+}
+
+/// [`verify_folder`] for one file: its folder's manifest entry for it.
+pub fn verify_file(path: &Path, cached: bool) -> Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    verify_folder(dir, Some(&[name]), cached)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

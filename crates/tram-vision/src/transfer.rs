@@ -132,21 +132,15 @@ impl TransferConfig {
     /// pre-trained weights and, for the embedded emoji, every image of every style (own downloads: the folders
     /// that have a `SHA256SUMS`).
     fn verify_assets(&self) -> Result<()> {
-        let file_in = |path: &Path| -> Result<()> {
-            let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
-                return Ok(());
-            };
-            assets::verify(dir, Some(&[name]), false)
-        };
+        use tram_task::assets::{verify_file, verify_folder};
         match &self.model {
             ModelSpec::EfficientNetLite0 { pretrained: false, .. } | ModelSpec::Vit { pretrained: false, .. } => {}
             ModelSpec::EfficientNetLite0 { weights: None, .. } => {
                 let path = assets::efficientnet_lite0_weights()?;
-                let dir = path.parent().unwrap_or(Path::new("."));
-                assets::verify(dir, Some(&["efficientnet-lite0.safetensors"]), true)?;
+                verify_file(&path, true)?;
             }
-            ModelSpec::EfficientNetLite0 { weights: Some(path), .. } => file_in(path)?,
-            ModelSpec::Vit { dir, .. } => assets::verify(dir, None, false)?,
+            ModelSpec::EfficientNetLite0 { weights: Some(path), .. } => verify_file(path, false)?,
+            ModelSpec::Vit { dir, .. } => verify_folder(dir, None, false)?,
         }
         match &self.data {
             DataSpec::Emoji(cfg) => {
@@ -155,13 +149,13 @@ impl TransferConfig {
                     None => (assets::emoji_dir()?, true),
                 };
                 for style in crate::data::emoji::Style::ALL {
-                    assets::verify(&root.join(style.as_str()), None, cached)?;
+                    verify_folder(&root.join(style.as_str()), None, cached)?;
                 }
             }
-            DataSpec::Parquet { dir, .. } => assets::verify(dir, None, false)?,
+            DataSpec::Parquet { dir, .. } => verify_folder(dir, None, false)?,
             DataSpec::ImageFolder { train, test, ood } => {
                 for dir in [train, test].into_iter().chain(ood.values()) {
-                    assets::verify(dir, None, false)?;
+                    verify_folder(dir, None, false)?;
                 }
             }
         }
