@@ -20,6 +20,8 @@ pub enum TableKind {
     Variants,
     /// Tables 3, 4 and 5: each method's metric in-domain and on every zero-shot set, mean over seeds.
     Transfer,
+    /// Table 6: measurements of another experiment's finished runs (no training of its own).
+    Analysis,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,14 +185,24 @@ impl Experiment {
     /// The named profile with `--set` overrides applied, checked: every key known, every method valid, every run
     /// id unique.
     pub fn profile(&self, name: &str, overrides: &[String]) -> Result<Profile> {
+        if self.file.table == TableKind::Analysis {
+            bail!(
+                "{}: an analysis experiment has no sweep of its own (it measures another's runs)",
+                self.path.display()
+            );
+        }
+        let profile: Profile = self.profile_as(name, overrides)?;
+        profile.validate().with_context(|| self.where_(name))?;
+        Ok(profile)
+    }
+
+    /// The named profile with `--set` overrides applied, read as `T` (unknown keys are errors where `T` says so).
+    pub fn profile_as<T: serde::de::DeserializeOwned>(&self, name: &str, overrides: &[String]) -> Result<T> {
         let mut table = self.resolved(name, &mut vec![])?;
         for o in overrides {
             apply_override(&mut table, o)?;
         }
-        let profile: Profile =
-            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow!("{}: {e}", self.where_(name)))?;
-        profile.validate().with_context(|| self.where_(name))?;
-        Ok(profile)
+        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow!("{}: {e}", self.where_(name)))
     }
 }
 

@@ -1,5 +1,6 @@
 //! `tram`: runs the TRAM paper's experiments from TOML files and writes their tables as CSV.
 
+mod analysis;
 mod atomic;
 mod compare;
 mod doctor;
@@ -228,6 +229,16 @@ fn polars_display_defaults() {
     }
 }
 
+/// An analysis experiment (Table 6) and the chosen profile's name; `None` for a sweep.
+fn analysis_experiment(experiment: &Path, profile: &Option<String>) -> Result<Option<(Experiment, String)>> {
+    let exp = Experiment::load(experiment)?;
+    if exp.file.table != TableKind::Analysis {
+        return Ok(None);
+    }
+    let name = profile.clone().unwrap_or_else(|| exp.file.default_profile.clone());
+    Ok(Some((exp, name)))
+}
+
 /// The experiment, the chosen profile's name and the profile with its overrides, checked.
 fn load(experiment: &Path, profile: Option<String>, overrides: &[String]) -> Result<(Experiment, String, Profile)> {
     let exp = Experiment::load(experiment)?;
@@ -249,6 +260,10 @@ fn run(
     fresh: bool,
     shard: Option<&str>,
 ) -> Result<()> {
+    if let Some((exp, name)) = analysis_experiment(experiment, &profile)? {
+        sweep::check_results_folder(&results)?;
+        return analysis::run(&exp, &name, overrides, DeviceChoice::parse(device)?, &results, paper);
+    }
     let (exp, profile_name, profile) = load(experiment, profile, overrides)?;
     let device = DeviceChoice::parse(device)?;
     let shard = shard.map(Shard::parse).transpose()?.unwrap_or(Shard::ALL);
@@ -266,7 +281,7 @@ fn run(
         TableKind::Variants => {
             report::timings(&runs_dir, &profile, (shard.index == 0).then_some((task.as_ref(), device)))?
         }
-        TableKind::Transfer => None,
+        TableKind::Transfer | TableKind::Analysis => None,
     };
     let tables_command = tables_command(experiment, &profile_name, overrides, &results);
     if !outcome.missing.is_empty() {
@@ -315,6 +330,9 @@ fn tables(
     paper: &Path,
     device: &str,
 ) -> Result<()> {
+    if let Some((exp, name)) = analysis_experiment(experiment, &profile)? {
+        return analysis::run(&exp, &name, overrides, DeviceChoice::parse(device)?, results, paper);
+    }
     let (exp, profile_name, profile) = load(experiment, profile, overrides)?;
     let device = DeviceChoice::parse(device)?;
     let opts = SweepOptions {
@@ -339,7 +357,7 @@ fn tables(
     let first_run = profile.run_settings(&profile.methods[0], profile.seeds[0], device);
     let pretrained = report::pretrained(&runs_dir, &profile, None, &first_run)?;
     let timings = match exp.file.table {
-        TableKind::Transfer => None,
+        TableKind::Transfer | TableKind::Analysis => None,
         TableKind::Variants => match report::timings(&runs_dir, &profile, None)? {
             Some(t) => Some(t),
             None => {

@@ -120,6 +120,7 @@ pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
     let paper = paper_tables(exp, paper_dir);
     let metric = summaries.first().context("no finished run to report")?.metric;
     let (mut table, shown) = match exp.file.table {
+        TableKind::Analysis => anyhow::bail!("an analysis experiment writes its own tables (analysis.rs)"),
         TableKind::Variants => {
             let timings = timings.context("the variants table needs the step-time measurement")?;
             let t = tables::variants(&profile.methods, &timings, summaries, &profile.optimizer, &paper)?;

@@ -79,6 +79,11 @@ impl Summary {
         self.evaluations.iter().find(|e| e.domain == Domain::InDomain && e.split == Split::Test)
     }
 
+    /// The test evaluation of the set `set`.
+    pub fn test(&self, set: &str) -> Option<&Evaluation> {
+        self.evaluations.iter().find(|e| e.set == set && e.split == Split::Test)
+    }
+
     /// The zero-shot test evaluations, in the task's order.
     pub fn zero_shot(&self) -> impl Iterator<Item = &Evaluation> {
         self.evaluations.iter().filter(|e| e.domain == Domain::ZeroShot && e.split == Split::Test)
@@ -472,7 +477,7 @@ pub fn examples_frame(evals: &[Evaluation]) -> Result<DataFrame> {
     let (mut set, mut index, mut value) = (vec![], vec![], vec![]);
     for e in evals {
         for (i, v) in e.per_example.iter().enumerate() {
-            set.push(e.set.clone());
+            set.push(e.key());
             index.push(i as u64);
             value.push(*v);
         }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use polars::prelude::*;
 use tram_core::MethodConfig;
 use tram_stats::{ks_2samp, paired_difference, wilcoxon, Alternative, KsMethod};
-use tram_task::{Domain, Metric};
+use tram_task::Metric;
 
 use crate::experiment::method_id;
 use crate::runs::Summary;
@@ -167,13 +167,8 @@ pub fn compare(
             let pooled = |runs: &mut dyn Iterator<Item = &Summary>| -> Vec<f64> {
                 runs.flat_map(|s| {
                     let sets: Vec<String> = match q {
-                        Quantity::InDomain => s.in_domain().map(|e| e.set.clone()).into_iter().collect(),
-                        Quantity::ZsAvg => s
-                            .evaluations
-                            .iter()
-                            .filter(|e| e.domain == Domain::ZeroShot)
-                            .map(|e| e.set.clone())
-                            .collect(),
+                        Quantity::InDomain => s.in_domain().map(|e| e.key()).into_iter().collect(),
+                        Quantity::ZsAvg => s.zero_shot().map(|e| e.key()).collect(),
                     };
                     let by_set = per_example.get(&s.run_id);
                     sets.into_iter().flat_map(move |set| by_set.and_then(|m| m.get(&set)).cloned().unwrap_or_default())
@@ -253,7 +248,7 @@ pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tram_task::{Evaluation, Split};
+    use tram_task::{Domain, Evaluation, Split};
 
     fn run(method: &str, seed: u64, metric: Metric, in_domain: f64, zs: f64) -> Summary {
         let e = |set: &str, domain, value| Evaluation {

@@ -54,8 +54,8 @@ pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Res
             rows.push((s.run_id.clone(), s.method_id.clone(), s.seed, set.to_string(), domain.to_string(), metric, v));
         };
         for e in &s.evaluations {
-            push(&e.set, e.domain.as_str(), e.metric.as_str().into(), e.value);
-            push(&e.set, e.domain.as_str(), "eval_loss".into(), e.loss);
+            push(&e.key(), e.domain.as_str(), e.metric.as_str().into(), e.value);
+            push(&e.key(), e.domain.as_str(), "eval_loss".into(), e.loss);
         }
         if s.zero_shot().next().is_some() {
             push("zs-avg", "zero-shot", s.metric.as_str().into(), s.zero_shot_mean());
@@ -206,6 +206,11 @@ pub fn mean_ci(metric: Metric, values: &[f64]) -> String {
     }
 }
 
+/// The test evaluation of `set` among `evals`.
+fn test_of<'a>(evals: &'a [Evaluation], set: &str) -> Option<&'a Evaluation> {
+    evals.iter().find(|e| e.set == set && e.split == tram_task::Split::Test)
+}
+
 /// Tables 3, 4 and 5: each method's metric on the in-domain set and on every zero-shot set, mean ± 95% CI over
 /// seeds, and the zero-shot average (↑ or ↓ by the metric); the pre-trained model's own row first where the task
 /// has one; the paper's numbers beside.
@@ -264,14 +269,12 @@ pub fn transfer(
             .collect()
     };
     if let Some(evals) = pretrained {
-        let value =
-            |set: &str| evals.iter().find(|e| e.set == set).map_or_else(String::new, |e| metric.format(e.value));
+        let value = |set: &str| test_of(evals, set).map_or_else(String::new, |e| metric.format(e.value));
         let mut row = vec!["pre-trained (no fine-tuning)".to_string(), String::new()];
         row.extend(in_set.iter().map(|s| value(s)));
         row.extend(zs_sets.iter().map(|s| value(s)));
         if !zs_sets.is_empty() {
-            let zs: Vec<f64> =
-                zs_sets.iter().filter_map(|s| evals.iter().find(|e| &e.set == s).map(|e| e.value)).collect();
+            let zs: Vec<f64> = zs_sets.iter().filter_map(|s| test_of(evals, s).map(|e| e.value)).collect();
             row.push(metric.format(tram_stats::mean(&zs)));
         }
         if paired {
@@ -293,9 +296,7 @@ pub fn transfer(
     for m in methods {
         let runs = runs_of(summaries, m);
         let lab = label(m, base);
-        let of_set = |set: &str| -> Vec<f64> {
-            runs.iter().filter_map(|s| s.evaluations.iter().find(|e| e.set == set).map(|e| e.value)).collect()
-        };
+        let of_set = |set: &str| -> Vec<f64> { runs.iter().filter_map(|s| s.test(set).map(|e| e.value)).collect() };
         let mut row = vec![lab.clone(), runs.len().to_string()];
         row.extend(in_set.iter().map(|s| mean_ci(metric, &of_set(s))));
         row.extend(zs_sets.iter().map(|s| mean_ci(metric, &of_set(s))));
@@ -330,7 +331,8 @@ pub fn transfer(
 pub fn std_over_seeds(methods: &[MethodConfig], summaries: &[Summary], base: &BaseConfig) -> Result<DataFrame> {
     let Some(first) = summaries.first() else { anyhow::bail!("no finished run to tabulate") };
     let metric = first.metric;
-    let sets: Vec<String> = first.evaluations.iter().map(|e| e.set.clone()).collect();
+    let sets: Vec<String> =
+        first.evaluations.iter().filter(|e| e.split == tram_task::Split::Test).map(|e| e.set.clone()).collect();
     let mut columns = vec![
         Column::new("method".into(), methods.iter().map(|m| label(m, base)).collect::<Vec<_>>()),
         Column::new("seeds".into(), methods.iter().map(|m| runs_of(summaries, m).len() as u64).collect::<Vec<_>>()),
@@ -339,10 +341,8 @@ pub fn std_over_seeds(methods: &[MethodConfig], summaries: &[Summary], base: &Ba
         let v: Vec<Option<f64>> = methods
             .iter()
             .map(|m| {
-                let vals: Vec<f64> = runs_of(summaries, m)
-                    .iter()
-                    .filter_map(|s| s.evaluations.iter().find(|e| &e.set == set).map(|e| metric.shown(e.value)))
-                    .collect();
+                let vals: Vec<f64> =
+                    runs_of(summaries, m).iter().filter_map(|s| s.test(set).map(|e| metric.shown(e.value))).collect();
                 Some(tram_stats::std_dev(&vals)).filter(|v| v.is_finite())
             })
             .collect();
@@ -362,10 +362,7 @@ pub fn correlations(methods: &[MethodConfig], summaries: &[Summary]) -> Result<D
     };
     let zs_sets: Vec<String> = first.zero_shot().map(|e| e.set.clone()).collect();
     let mean_of = |m: &MethodConfig, set: &str| -> Option<f64> {
-        let v: Vec<f64> = runs_of(summaries, m)
-            .iter()
-            .filter_map(|s| s.evaluations.iter().find(|e| e.set == set).map(|e| e.value))
-            .collect();
+        let v: Vec<f64> = runs_of(summaries, m).iter().filter_map(|s| s.test(set).map(|e| e.value)).collect();
         (!v.is_empty()).then(|| tram_stats::mean(&v))
     };
     let (mut set, mut r, mut p, mut n) = (vec![], vec![], vec![], vec![]);

@@ -35,6 +35,9 @@ pub use rng::{fnv1a, hash_unit, SplitMix64};
 pub use timing::time_interleaved;
 pub use train::{train, EpochBatches, RunContext, RunSettings, TrainData};
 
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 use tram_core::OptimizerConfig;
 
 /// A fine-tuning task of the paper: its data loaded once, then [`Task::run`] once per (method, seed).
@@ -62,4 +65,38 @@ pub trait Task {
     fn evaluate_pretrained(&self, _run: &RunSettings) -> Result<Option<Vec<Evaluation>>> {
         Ok(None)
     }
+
+    /// Table 6: ε-sharpness and CKA of a finished run's fine-tuned model (its parameters saved at `trained` by
+    /// [`RunContext::save_model`]) on each of the task's analysis sets, where the task has them (none: `None`).
+    fn analyse(
+        &self,
+        _run: &RunSettings,
+        _trained: &Path,
+        _with: &AnalysisSettings,
+    ) -> Result<Option<Vec<SetAnalysis>>> {
+        Ok(None)
+    }
+}
+
+/// How [`Task::analyse`] measures (arXiv 2310.03646 v2 §4.3, App. B.7–B.8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisSettings {
+    /// The ε-sharpness ascent: ε, learning rate, accumulation, and the update counts at which it is read.
+    pub sharpness: analysis::SharpnessConfig,
+    /// Examples per micro-batch of the ascent (the paper: 32).
+    pub batch_size: usize,
+    pub device: DeviceChoice,
+}
+
+/// One fine-tuned model measured on one set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetAnalysis {
+    /// The set (a language's validation set in Table 6).
+    pub set: String,
+    pub domain: Domain,
+    pub examples: usize,
+    /// ε-sharpness (Eq. 10) at each update count of the ascent.
+    pub sharpness: analysis::Sharpness,
+    /// Linear CKA (Eq. 12) between the pre-trained and the fine-tuned model's representations of the set.
+    pub cka: f64,
 }

@@ -134,6 +134,16 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// The set's name in tables and CSVs: the name for a test set, `"<name> (validation)"` for a validation set
+    /// (a task may evaluate both splits of one domain, e.g. English validation for model selection and English
+    /// test).
+    pub fn key(&self) -> String {
+        match self.split {
+            Split::Test => self.set.clone(),
+            Split::Validation => format!("{} (validation)", self.set),
+        }
+    }
+
     /// Accuracy from per-example correctness and losses.
     pub fn accuracy(set: impl Into<String>, domain: Domain, split: Split, correct: Vec<f64>, loss_sum: f64) -> Self {
         let n = correct.len();

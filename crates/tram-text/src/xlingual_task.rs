@@ -22,8 +22,8 @@ use tch::{Device, Kind, Tensor};
 use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
 use tram_core::{Model, OptimizerConfig};
 use tram_task::{
-    Domain, EpochBatches, Evaluation, Metric, RunContext, RunResult, RunSettings, Selection, Split, SplitMix64, Task,
-    Timing, TrainData,
+    AnalysisSettings, Domain, EpochBatches, Evaluation, Metric, RunContext, RunResult, RunSettings, Selection,
+    SetAnalysis, Split, SplitMix64, Task, Timing, TrainData,
 };
 
 use crate::classifier::{load_weights, FrozenPrefix, NoiseAt, Pooling, SequenceClassifier, TextBatch, VocabPruning};
@@ -229,6 +229,9 @@ pub struct EvalSet {
     pub examples: Vec<Encoded>,
 }
 
+/// Micro-batches of each of several sets, shared.
+type SetBatches = Rc<Vec<Vec<TextBatch>>>;
+
 /// What [`CrossLingualTask::prepare`] computes once per device: the frozen prefix, its cached outputs, the
 /// evaluation batches.
 struct Prepared {
@@ -241,6 +244,9 @@ struct Prepared {
     train_cache: RefCell<Vec<Option<Tensor>>>,
     /// Per evaluated set: batches (with cached prefix outputs) and the example index of each row.
     eval_batches: Vec<Vec<(TextBatch, Vec<usize>)>>,
+    /// Table 6: every validation set's micro-batches with the prefix's outputs cached, for one batch size,
+    /// computed when first analysed and shared by every run's analysis.
+    analysis_batches: RefCell<Option<(usize, SetBatches)>>,
     cache_seconds: f64,
 }
 
@@ -577,6 +583,7 @@ impl CrossLingualTask {
             top_weights,
             train_cache: RefCell::new((0..self.train.len()).map(|_| None).collect()),
             eval_batches,
+            analysis_batches: RefCell::new(None),
             cache_seconds: start.elapsed().as_secs_f64(),
         });
         *self.prepared.borrow_mut() = Some(prepared.clone());
@@ -625,6 +632,32 @@ impl CrossLingualTask {
     pub fn batches(&self, set: &EvalSet, batch_size: usize, device: Device) -> Vec<TextBatch> {
         let idx: Vec<usize> = (0..set.examples.len()).collect();
         idx.chunks(batch_size.max(1)).map(|c| self.batch(&set.examples, c, device)).collect()
+    }
+
+    /// [`CrossLingualTask::validation_sets`]' micro-batches of `batch_size` (set order) with the frozen prefix's
+    /// outputs cached, computed once per task and batch size.
+    fn analysis_batches(&self, prep: &Prepared, batch_size: usize) -> SetBatches {
+        if let Some((b, batches)) = prep.analysis_batches.borrow().as_ref() {
+            if *b == batch_size {
+                return batches.clone();
+            }
+        }
+        let batches: Vec<Vec<TextBatch>> = self
+            .validation_sets()
+            .into_iter()
+            .map(|set| {
+                let mut batches = self.batches(set, batch_size, prep.device);
+                if let Some(prefix) = &prep.prefix {
+                    for b in &mut batches {
+                        b.prefix_out = Some(prefix.forward(&b.ids, &b.mask, None));
+                    }
+                }
+                batches
+            })
+            .collect();
+        let batches = Rc::new(batches);
+        *prep.analysis_batches.borrow_mut() = Some((batch_size, batches.clone()));
+        batches
     }
 
     /// The representation before the head (`[N, H]`) of every example of `set`, in order: Table 6's CKA input.
@@ -945,5 +978,40 @@ impl Task for CrossLingualTask {
         }
         let batch = data.batch(&order[..run.batch_size]);
         tram_task::time_interleaved(&model, std::slice::from_ref(&batch), methods, 1, rounds, || {})
+    }
+
+    /// Table 6 (arXiv 2310.03646 v2 §4.3): on every language's validation set (English first), the fine-tuned
+    /// model's ε-sharpness over its trainable parameters (with a frozen prefix: the trained top layers and the
+    /// head; with `trainable = "all"`: the whole model) and the linear CKA between the pre-trained and the
+    /// fine-tuned representation before the head. The frozen prefix's outputs are computed once per task.
+    fn analyse(
+        &self,
+        run: &RunSettings,
+        trained: &Path,
+        with: &AnalysisSettings,
+    ) -> tram_task::Result<Option<Vec<SetAnalysis>>> {
+        let device = with.device.resolve()?;
+        let prep = self.prepared(device)?;
+        let finetuned = self.model_from(&prep, run.seed(), device)?;
+        finetuned.load_trained(trained).map_err(|e| tram_task::Error::Config(e.to_string()))?;
+        let pretrained = self.model_from(&prep, run.seed(), device)?;
+        let batches = self.analysis_batches(&prep, with.batch_size);
+        let mut out = vec![];
+        for (set, batches) in self.validation_sets().into_iter().zip(batches.iter()) {
+            let sharpness = tram_task::analysis::epsilon_sharpness(&finetuned, batches, &with.sharpness)
+                .map_err(|e| tram_task::Error::Config(format!("{} validation: {e}", set.name)))?;
+            let reps = |m: &SequenceClassifier| {
+                Tensor::cat(&batches.iter().map(|b| m.representation(b)).collect::<Vec<_>>(), 0)
+            };
+            let cka = tram_task::analysis::linear_cka(&reps(&pretrained), &reps(&finetuned))?;
+            out.push(SetAnalysis {
+                set: set.name.clone(),
+                domain: set.domain,
+                examples: set.examples.len(),
+                sharpness,
+                cka,
+            });
+        }
+        Ok(Some(out))
     }
 }

@@ -193,7 +193,7 @@ fn own_folders_with_a_checksum_manifest_are_checked_before_loading() {
     with_model(&mut cfg);
     assert!(cfg.build().is_ok(), "the manifest matches");
     manifest(&"0".repeat(64));
-    let err = cfg.build().err().expect("a changed file is refused").to_string();
+    let err = cfg.build().expect_err("a changed file is refused").to_string();
     assert!(err.contains("config.json") && err.contains("the file changed"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

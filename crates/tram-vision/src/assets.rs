@@ -1,6 +1,6 @@
 //! Where the embedded assets live: `${TRAM_CACHE:-$HOME/.cache/tram}/assets`, filled by `bash tools/assets.sh`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use tram_task::assets::{assets_dir, require, ASSETS_COMMAND};
 

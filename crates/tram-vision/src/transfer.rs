@@ -4,7 +4,7 @@
 //! the model and its evaluation, no optimizer logic.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tch::Device;

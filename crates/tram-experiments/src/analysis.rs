@@ -1,0 +1,416 @@
+//! Table 6 (arXiv 2310.03646 v2 §4.3, App. B.7–B.8): ε-sharpness and CKA of the fine-tuned models of another
+//! experiment's finished runs, measured without retraining (`table = "analysis"`). Each run's measurement is kept
+//! in its folder (`analysis-<profile>.json`), so an interrupted analysis resumes and a second one is free.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use tram_stats::Alternative;
+use tram_task::analysis::SharpnessConfig;
+use tram_task::{AnalysisSettings, DeviceChoice, Domain, SetAnalysis};
+
+use crate::atomic;
+use crate::experiment::{method_id, Experiment, Profile};
+use crate::sweep::{self, Shard, SweepOptions};
+use crate::tables::{self, label, PaperTable};
+
+/// An analysis profile: whose runs, and how the ascent measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisProfile {
+    /// The sweep whose finished runs are analysed (in the same results folder).
+    pub runs: Source,
+    /// Update counts of the ε-sharpness ascent at which it is read (increasing); the table reports the last, the
+    /// steps CSV every one (the paper does not state its count).
+    pub sharpness_steps: Vec<usize>,
+    /// Box half-width factor ε (the paper: 1e-5).
+    #[serde(default = "epsilon")]
+    pub epsilon: f64,
+    /// Learning rate of the SGD ascent (the paper: 8e-5).
+    #[serde(default = "lr")]
+    pub lr: f64,
+    /// Examples per micro-batch (the paper: 32).
+    #[serde(default = "batch_size")]
+    pub batch_size: usize,
+    /// Micro-batches per ascent update (the paper: 4).
+    #[serde(default = "accumulate")]
+    pub accumulate: usize,
+}
+
+/// The analysed sweep: `experiments/<experiment>.toml` (beside this file) and its profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub experiment: String,
+    pub profile: String,
+}
+
+fn epsilon() -> f64 {
+    tram_task::analysis::PAPER_EPSILON
+}
+fn lr() -> f64 {
+    tram_task::analysis::PAPER_LR
+}
+fn batch_size() -> usize {
+    tram_task::analysis::PAPER_BATCH_SIZE
+}
+fn accumulate() -> usize {
+    tram_task::analysis::PAPER_ACCUMULATE
+}
+
+impl AnalysisProfile {
+    fn settings(&self, device: DeviceChoice) -> AnalysisSettings {
+        AnalysisSettings {
+            sharpness: SharpnessConfig {
+                epsilon: self.epsilon,
+                lr: self.lr,
+                accumulate: self.accumulate,
+                evaluate_at: self.sharpness_steps.clone(),
+            },
+            batch_size: self.batch_size,
+            device,
+        }
+    }
+}
+
+/// What a run's folder keeps: the settings measured with (not the device) and the measurement.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    sharpness: SharpnessConfig,
+    batch_size: usize,
+    sets: Vec<SetAnalysis>,
+}
+
+/// One analysed run.
+struct Analysed {
+    run_id: String,
+    method_id: String,
+    seed: u64,
+    sets: Vec<SetAnalysis>,
+}
+
+/// `tram run` / `tram tables` on an analysis experiment: measures every finished run of the source sweep not
+/// measured yet, then writes `<name>-<profile>.csv` (the paper's layout, its numbers beside), `-long.csv` (every
+/// run, set and ascent length) and `-steps.csv` (each method's means at every ascent length, with ranks).
+pub fn run(
+    exp: &Experiment,
+    profile_name: &str,
+    overrides: &[String],
+    device: DeviceChoice,
+    results: &Path,
+    paper_dir: &Path,
+) -> Result<()> {
+    let profile: AnalysisProfile = exp.profile_as(profile_name, overrides)?;
+    if profile.sharpness_steps.is_empty() {
+        bail!("{}: `sharpness_steps` lists no ascent length", exp.path.display());
+    }
+    let source_path = exp.path.parent().unwrap_or(Path::new(".")).join(format!("{}.toml", profile.runs.experiment));
+    let source = Experiment::load(&source_path)?;
+    let sweep_profile = source.profile(&profile.runs.profile, &[])?;
+    let run_command = format!(
+        "tram run {} --profile {} --results {}",
+        source_path.display(),
+        profile.runs.profile,
+        results.display()
+    );
+    if !sweep_profile.keep_weights {
+        bail!(
+            "{} [profiles.{}] keeps no weights (`keep_weights = false`): set it to true and run `{run_command}`",
+            source_path.display(),
+            profile.runs.profile
+        );
+    }
+    let opts = SweepOptions {
+        results: results.to_path_buf(),
+        profile: profile.runs.profile.clone(),
+        device,
+        fresh: false,
+        shard: Shard::ALL,
+    };
+    let planned = sweep::plan(&source, &sweep_profile, &opts);
+    let outcome = sweep::collect(&planned)?;
+    if !outcome.missing.is_empty() {
+        for (id, why) in &outcome.missing {
+            println!("  {id}: {why}");
+        }
+        bail!(
+            "{} of {} runs of {} (profile {}) are not finished; run `{run_command}` first",
+            outcome.missing.len(),
+            planned.len(),
+            source.file.name,
+            profile.runs.profile
+        );
+    }
+    tracing::info!(
+        "{}: {} ({} runs of {} profile {}; ε-sharpness read after {:?} ascent updates)",
+        exp.file.name,
+        exp.file.description,
+        planned.len(),
+        source.file.name,
+        profile.runs.profile,
+        profile.sharpness_steps
+    );
+    let settings = profile.settings(device);
+    let mut task = None;
+    let mut analysed = vec![];
+    let start = Instant::now();
+    for (i, (p, s)) in planned.iter().zip(&outcome.summaries).enumerate() {
+        let path = p.dir.dir.join(format!("analysis-{profile_name}.json"));
+        let stored = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<Stored>(&t).ok());
+        let sets = match stored {
+            Some(st) if st.sharpness == settings.sharpness && st.batch_size == settings.batch_size => st.sets,
+            _ => {
+                let weights = p.dir.dir.join("model.safetensors");
+                if !weights.exists() {
+                    bail!(
+                        "run {}: no saved weights at {} (was it run with keep_weights = true?)",
+                        p.id,
+                        weights.display()
+                    );
+                }
+                if task.is_none() {
+                    let t = sweep_profile.task.build().context("loading the task")?;
+                    tracing::info!("task: {}", t.describe());
+                    task = Some(t);
+                }
+                let t = task.as_ref().expect("built above");
+                let run_start = Instant::now();
+                let sets = t
+                    .analyse(&p.config.run, &weights, &settings)
+                    .with_context(|| format!("analysing run {}", p.id))?
+                    .with_context(|| format!("the {} task has no analysis", source.file.name))?;
+                atomic::write_json(
+                    &path,
+                    &Stored {
+                        sharpness: settings.sharpness.clone(),
+                        batch_size: settings.batch_size,
+                        sets: sets.clone(),
+                    },
+                )?;
+                let en = sets.first().map(|a| a.sharpness.last().sharpness).unwrap_or(f64::NAN);
+                tracing::info!(
+                    "[{}/{}] {}: {} sets, first ({}) sharpness {en:.4}, CKA {:.4}; {:.1} s (total {:.0} s)",
+                    i + 1,
+                    planned.len(),
+                    p.id,
+                    sets.len(),
+                    sets.first().map_or("", |a| a.set.as_str()),
+                    sets.first().map_or(f64::NAN, |a| a.cka),
+                    run_start.elapsed().as_secs_f64(),
+                    start.elapsed().as_secs_f64()
+                );
+                sets
+            }
+        };
+        analysed.push(Analysed { run_id: s.run_id.clone(), method_id: s.method_id.clone(), seed: s.seed, sets });
+    }
+    let stem = format!("{}-{profile_name}", exp.file.name);
+    let long_path = results.join(format!("{stem}-long.csv"));
+    atomic::write_csv(&long_path, &mut long_frame(&analysed)?)?;
+    let steps_path = results.join(format!("{stem}-steps.csv"));
+    atomic::write_csv(&steps_path, &mut steps_frame(&sweep_profile, &analysed, &profile.sharpness_steps)?)?;
+    let paper: Vec<PaperTable> = exp
+        .file
+        .paper
+        .iter()
+        .filter_map(|f| tables::paper_table(&paper_dir.join(f)).map_err(|e| tracing::warn!("{f}: {e:#}")).ok())
+        .collect();
+    let mut table = table(&sweep_profile, &analysed, &paper)?;
+    let path = results.join(format!("{stem}.csv"));
+    atomic::write_csv(&path, &mut table)?;
+    let ours: Vec<&str> =
+        table.get_column_names().into_iter().map(|c| c.as_str()).filter(|c| !c.starts_with("paper ")).collect();
+    println!("{}", table.select(ours)?);
+    println!("wrote {}, {} and {}", path.display(), long_path.display(), steps_path.display());
+    Ok(())
+}
+
+fn long_frame(analysed: &[Analysed]) -> Result<DataFrame> {
+    let (mut run, mut method, mut seed, mut set, mut domain, mut examples) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut steps, mut base, mut max_loss, mut sharp, mut cka) = (vec![], vec![], vec![], vec![], vec![]);
+    for a in analysed {
+        for s in &a.sets {
+            for p in &s.sharpness.points {
+                run.push(a.run_id.clone());
+                method.push(a.method_id.clone());
+                seed.push(a.seed);
+                set.push(s.set.clone());
+                domain.push(s.domain.as_str().to_string());
+                examples.push(s.examples as u64);
+                steps.push(p.steps as u64);
+                base.push(atomic::round_sig(s.sharpness.base_loss));
+                max_loss.push(atomic::round_sig(p.max_loss));
+                sharp.push(atomic::round_sig(p.sharpness));
+                cka.push(atomic::round_sig(s.cka));
+            }
+        }
+    }
+    Ok(DataFrame::new(vec![
+        Column::new("run_id".into(), run),
+        Column::new("method".into(), method),
+        Column::new("seed".into(), seed),
+        Column::new("set".into(), set),
+        Column::new("domain".into(), domain),
+        Column::new("examples".into(), examples),
+        Column::new("ascent_steps".into(), steps),
+        Column::new("loss".into(), base),
+        Column::new("max_loss".into(), max_loss),
+        Column::new("sharpness".into(), sharp),
+        Column::new("cka".into(), cka),
+    ])?)
+}
+
+/// Per run: (in-domain value, zero-shot values in set order) of `f` on its sets.
+fn split_values(a: &Analysed, f: &dyn Fn(&SetAnalysis) -> f64) -> (f64, Vec<f64>) {
+    let en = a.sets.iter().find(|s| s.domain == Domain::InDomain).map_or(f64::NAN, f);
+    (en, a.sets.iter().filter(|s| s.domain == Domain::ZeroShot).map(f).collect())
+}
+
+fn sharpness_at(steps: usize) -> impl Fn(&SetAnalysis) -> f64 {
+    move |s| s.sharpness.points.iter().find(|p| p.steps == steps).map_or(f64::NAN, |p| p.sharpness)
+}
+
+/// A method's mean over its runs of the in-domain value, and per zero-shot set (in order) the mean over runs.
+fn method_means(runs: &[&Analysed], f: &dyn Fn(&SetAnalysis) -> f64) -> (f64, Vec<f64>) {
+    let per_run: Vec<(f64, Vec<f64>)> = runs.iter().map(|a| split_values(a, f)).collect();
+    let en = tram_stats::mean(&per_run.iter().map(|r| r.0).collect::<Vec<_>>());
+    let sets = per_run.first().map_or(0, |r| r.1.len());
+    let zs = (0..sets).map(|j| tram_stats::mean(&per_run.iter().map(|r| r.1[j]).collect::<Vec<_>>())).collect();
+    (en, zs)
+}
+
+fn runs_of<'a>(analysed: &'a [Analysed], id: &str) -> Vec<&'a Analysed> {
+    analysed.iter().filter(|a| a.method_id == id).collect()
+}
+
+fn fmt(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        String::new()
+    }
+}
+
+/// The paper's Table 6 layout: (a) ε-sharpness En, ZS avg ± std across languages, Pearson ρ between a run's En
+/// and ZS-avg sharpness across runs; (b) CKA En, ZS avg ± std across languages; each method's zero-shot
+/// sharpness and CKA against the base optimizer's, paired by seed (Wilcoxon, two-sided).
+fn table(profile: &Profile, analysed: &[Analysed], paper: &[PaperTable]) -> Result<DataFrame> {
+    let last =
+        analysed.first().and_then(|a| a.sets.first()).map(|s| s.sharpness.last().steps).context("no analysed run")?;
+    let sharp = sharpness_at(last);
+    let cka = |s: &SetAnalysis| s.cka;
+    let base_id = profile.methods.iter().find(|m| method_id(m) == "base").map(method_id);
+    let mut header: Vec<String> = [
+        "method",
+        "runs",
+        "sharpness En",
+        "sharpness ZS avg ± std (languages)",
+        "Pearson ρ En vs ZS (p)",
+        "CKA En",
+        "CKA ZS avg ± std (languages)",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if base_id.is_some() {
+        header.push("ZS sharpness vs Adam: Δ (Wilcoxon p)".into());
+        header.push("ZS CKA vs Adam: Δ (Wilcoxon p)".into());
+    }
+    for p in paper {
+        header.extend(p.columns.iter().map(|c| format!("paper {}: {c}", p.name)));
+    }
+    let zs_avg = |a: &Analysed, f: &dyn Fn(&SetAnalysis) -> f64| tram_stats::mean(&split_values(a, f).1);
+    let versus_base = |runs: &[&Analysed], f: &dyn Fn(&SetAnalysis) -> f64| -> String {
+        let Some(base) = &base_id else { return String::new() };
+        let base_runs = runs_of(analysed, base);
+        let pairs: Vec<(f64, f64)> = runs
+            .iter()
+            .filter_map(|a| base_runs.iter().find(|b| b.seed == a.seed).map(|b| (zs_avg(a, f), zs_avg(b, f))))
+            .collect();
+        if pairs.is_empty() || runs.first().is_some_and(|a| &a.method_id == base) {
+            return String::new();
+        }
+        let (x, y): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+        let d = tram_stats::mean(&x) - tram_stats::mean(&y);
+        match tram_stats::wilcoxon(&x, &y, Alternative::TwoSided) {
+            Ok(w) => format!("{d:+.4} (p={:.3})", w.pvalue),
+            Err(_) => format!("{d:+.4}"),
+        }
+    };
+    let mut rows = vec![];
+    for m in &profile.methods {
+        let id = method_id(m);
+        let runs = runs_of(analysed, &id);
+        let lab = label(m, &profile.optimizer);
+        let (s_en, s_zs) = method_means(&runs, &sharp);
+        let (c_en, c_zs) = method_means(&runs, &cka);
+        let ens: Vec<f64> = runs.iter().map(|a| split_values(a, &sharp).0).collect();
+        let zss: Vec<f64> = runs.iter().map(|a| zs_avg(a, &sharp)).collect();
+        let rho = match tram_stats::pearsonr(&ens, &zss, Alternative::TwoSided) {
+            Ok(p) => format!("{:.2} ({:.3})", p.r, p.pvalue),
+            Err(_) => String::new(),
+        };
+        let mut row = vec![
+            lab.clone(),
+            runs.len().to_string(),
+            fmt(s_en, 4),
+            format!("{} ± {}", fmt(tram_stats::mean(&s_zs), 4), fmt(tram_stats::std_dev(&s_zs), 4)),
+            rho,
+            fmt(c_en, 3),
+            format!("{} ± {}", fmt(tram_stats::mean(&c_zs), 3), fmt(tram_stats::std_dev(&c_zs), 3)),
+        ];
+        if base_id.is_some() {
+            row.push(versus_base(&runs, &sharp));
+            row.push(versus_base(&runs, &cka));
+        }
+        for p in paper {
+            row.extend(p.rows.get(&lab).cloned().unwrap_or_else(|| vec![String::new(); p.columns.len()]));
+        }
+        rows.push(row);
+    }
+    let columns = header
+        .iter()
+        .enumerate()
+        .map(|(j, h)| Column::new(h.as_str().into(), rows.iter().map(|r| r[j].clone()).collect::<Vec<_>>()))
+        .collect();
+    Ok(DataFrame::new(columns)?)
+}
+
+/// Each method's mean En and ZS-avg sharpness after every ascent length, with its rank among the methods (1 =
+/// smoothest): whether a longer ascent changes the ranking.
+fn steps_frame(profile: &Profile, analysed: &[Analysed], steps: &[usize]) -> Result<DataFrame> {
+    let (mut k, mut method, mut en, mut zs, mut rank_en, mut rank_zs) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for &n in steps {
+        let f = sharpness_at(n);
+        let means: Vec<(String, f64, f64)> = profile
+            .methods
+            .iter()
+            .map(|m| {
+                let (e, z) = method_means(&runs_of(analysed, &method_id(m)), &f);
+                (label(m, &profile.optimizer), e, tram_stats::mean(&z))
+            })
+            .collect();
+        let rank = |v: f64, all: &mut dyn Iterator<Item = f64>| 1 + all.filter(|&o| o < v).count() as u64;
+        for (lab, e, z) in &means {
+            k.push(n as u64);
+            method.push(lab.clone());
+            en.push(atomic::round_sig(*e));
+            zs.push(atomic::round_sig(*z));
+            rank_en.push(rank(*e, &mut means.iter().map(|m| m.1)));
+            rank_zs.push(rank(*z, &mut means.iter().map(|m| m.2)));
+        }
+    }
+    Ok(DataFrame::new(vec![
+        Column::new("ascent_steps".into(), k),
+        Column::new("method".into(), method),
+        Column::new("sharpness_en".into(), en),
+        Column::new("sharpness_zs_avg".into(), zs),
+        Column::new("rank_en".into(), rank_en),
+        Column::new("rank_zs".into(), rank_zs),
+    ])?)
+}
