@@ -46,6 +46,9 @@ pub struct AnalysisProfile {
 pub struct Source {
     pub experiment: String,
     pub profile: String,
+    /// Overrides of that profile, as its sweep was run with (`--set` values, e.g. `"seeds=[0,1,2]"`).
+    #[serde(default)]
+    pub set: Vec<String>,
 }
 
 fn epsilon() -> f64 {
@@ -109,7 +112,7 @@ pub fn run(
     }
     let source_path = exp.path.parent().unwrap_or(Path::new(".")).join(format!("{}.toml", profile.runs.experiment));
     let source = Experiment::load(&source_path)?;
-    let sweep_profile = source.profile(&profile.runs.profile, &[])?;
+    let sweep_profile = source.profile(&profile.runs.profile, &profile.runs.set)?;
     let run_command = format!(
         "tram run {} --profile {} --results {}",
         source_path.display(),
@@ -209,7 +212,7 @@ pub fn run(
     }
     let stem = format!("{}-{profile_name}", exp.file.name);
     let long_path = results.join(format!("{stem}-long.csv"));
-    atomic::write_csv(&long_path, &mut long_frame(&analysed)?)?;
+    atomic::write_csv(&long_path, &mut long_frame(&exp.file.name, profile_name, &analysed)?)?;
     let steps_path = results.join(format!("{stem}-steps.csv"));
     atomic::write_csv(&steps_path, &mut steps_frame(&sweep_profile, &analysed, &profile.sharpness_steps)?)?;
     let paper: Vec<PaperTable> = exp
@@ -228,39 +231,38 @@ pub fn run(
     Ok(())
 }
 
-fn long_frame(analysed: &[Analysed]) -> Result<DataFrame> {
-    let (mut run, mut method, mut seed, mut set, mut domain, mut examples) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut steps, mut base, mut max_loss, mut sharp, mut cka) = (vec![], vec![], vec![], vec![], vec![]);
+/// The tidy CSV in the runner's long layout (`tram compare`, `tram check` read it): per run and set, the loss,
+/// the CKA, the examples and the sharpness after each ascent length (`sharpness_<updates>`).
+fn long_frame(experiment: &str, profile: &str, analysed: &[Analysed]) -> Result<DataFrame> {
+    let mut rows: Vec<(String, String, u64, String, String, String, f64)> = vec![];
     for a in analysed {
         for s in &a.sets {
+            let mut push = |metric: String, v: f64| {
+                let domain = s.domain.as_str().to_string();
+                rows.push((a.run_id.clone(), a.method_id.clone(), a.seed, s.set.clone(), domain, metric, v));
+            };
+            push("examples".into(), s.examples as f64);
+            push("loss".into(), s.sharpness.base_loss);
+            push("cka".into(), s.cka);
             for p in &s.sharpness.points {
-                run.push(a.run_id.clone());
-                method.push(a.method_id.clone());
-                seed.push(a.seed);
-                set.push(s.set.clone());
-                domain.push(s.domain.as_str().to_string());
-                examples.push(s.examples as u64);
-                steps.push(p.steps as u64);
-                base.push(atomic::round_sig(s.sharpness.base_loss));
-                max_loss.push(atomic::round_sig(p.max_loss));
-                sharp.push(atomic::round_sig(p.sharpness));
-                cka.push(atomic::round_sig(s.cka));
+                push(format!("sharpness_{}", p.steps), p.sharpness);
             }
         }
     }
+    let n = rows.len();
+    let col = |f: &dyn Fn(&(String, String, u64, String, String, String, f64)) -> String| {
+        rows.iter().map(f).collect::<Vec<String>>()
+    };
     Ok(DataFrame::new(vec![
-        Column::new("run_id".into(), run),
-        Column::new("method".into(), method),
-        Column::new("seed".into(), seed),
-        Column::new("set".into(), set),
-        Column::new("domain".into(), domain),
-        Column::new("examples".into(), examples),
-        Column::new("ascent_steps".into(), steps),
-        Column::new("loss".into(), base),
-        Column::new("max_loss".into(), max_loss),
-        Column::new("sharpness".into(), sharp),
-        Column::new("cka".into(), cka),
+        Column::new("experiment".into(), vec![experiment.to_string(); n]),
+        Column::new("profile".into(), vec![profile.to_string(); n]),
+        Column::new("run_id".into(), col(&|r| r.0.clone())),
+        Column::new("method".into(), col(&|r| r.1.clone())),
+        Column::new("seed".into(), rows.iter().map(|r| r.2).collect::<Vec<u64>>()),
+        Column::new("set".into(), col(&|r| r.3.clone())),
+        Column::new("domain".into(), col(&|r| r.4.clone())),
+        Column::new("metric".into(), col(&|r| r.5.clone())),
+        Column::new("value".into(), rows.iter().map(|r| atomic::round_sig(r.6)).collect::<Vec<f64>>()),
     ])?)
 }
 

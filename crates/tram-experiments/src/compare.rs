@@ -188,7 +188,7 @@ fn compare_to(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result
 /// How the regression check compares a metric (see [`expectations`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Class {
-    /// Counts and sizes the code determines (passes per step, memory, skipped steps): exactly.
+    /// Counts and sizes the code determines (passes per step, memory, skipped steps, examples): exactly.
     Exact,
     /// The first step's numbers and the early learning rates, to a relative tolerance: what rounding barely
     /// touches but a change of method, hyperparameter, schedule, data or model moves.
@@ -216,22 +216,43 @@ fn class(metric: &str) -> Class {
             Class::Fingerprint(FORWARD_TOLERANCE)
         }
         "step0_grad_norm" | "step0_eps_norm" | "step0_perturbed_loss" => Class::Fingerprint(GRADIENT_TOLERANCE),
-        "forward_passes_per_step" | "backward_passes_per_step" | "extra_memory_bytes" | "skipped_steps" => Class::Exact,
+        "forward_passes_per_step" | "backward_passes_per_step" | "extra_memory_bytes" | "skipped_steps" | "examples" => {
+            Class::Exact
+        }
         _ => Class::Outcome,
     }
 }
 
-/// Seed spreads of the outcome metrics are multiplied by this for their tolerance.
-pub const SPREAD_FACTOR: f64 = 3.0;
+/// Outcomes are held to the two-sided prediction interval of one more seed at this level (Student's t over the
+/// calibration seeds): training on another machine behaves like another seed (README, "Regression").
+pub const PREDICTION_LEVEL: f64 = 0.999;
 
-/// Expectations from a calibration sweep (the same profile over several seeds): the rows of `seed`, each with its
-/// tolerance: exact, rounding-relative for the fingerprint, `SPREAD_FACTOR` × the standard deviation over the
-/// calibration seeds (at least `floor` relative to the value) for outcomes.
+/// Accuracies are also allowed this many binomial standard deviations of their evaluation set, √(p(1−p)/n): two
+/// models of the same accuracy differ by that much on a finite set, and a seed's spread at CI scale can be
+/// smaller (the same initial weights for every seed but the head).
+pub const BINOMIAL_SDS: f64 = 3.0;
+
+/// The tolerance of an outcome from its values over the calibration seeds: the half-width of the
+/// [`PREDICTION_LEVEL`] prediction interval, t · sd · √(1 + 1/n).
+fn prediction_half_width(values: &[f64]) -> f64 {
+    let n = values.len() as f64;
+    let t = tram_stats::student_t_quantile(0.5 + PREDICTION_LEVEL / 2.0, n - 1.0);
+    t * tram_stats::std_dev(values) * (1.0 + 1.0 / n).sqrt()
+}
+
+/// Expectations from a calibration sweep (the same profile over several seeds), one row per row of `seed`'s runs:
+/// counts exactly and the first step to rounding at `seed`'s value; outcomes at their mean over the seeds, within
+/// the [`PREDICTION_LEVEL`] prediction interval of a new seed (at least [`BINOMIAL_SDS`] binomial standard
+/// deviations for an accuracy, and `floor` relative to the value).
 pub fn expectations(calibration: &Path, seed: u64, floor: f64, out: &Path) -> Result<()> {
     let rows = rows(calibration)?;
     let mut spread: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
+    let mut examples: BTreeMap<(String, String), f64> = BTreeMap::new();
     for r in &rows {
         spread.entry((r.method.clone(), r.set.clone(), r.metric.clone())).or_default().push(r.value);
+        if r.metric == "examples" {
+            examples.insert((r.run_id.clone(), r.set.clone()), r.value);
+        }
     }
     let seeds: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.seed).collect();
     if seeds.len() < 3 {
@@ -240,13 +261,20 @@ pub fn expectations(calibration: &Path, seed: u64, floor: f64, out: &Path) -> Re
     let mut cols: [Vec<String>; 8] = Default::default();
     let (mut seed_col, mut value, mut tol, mut relative) = (vec![], vec![], vec![], vec![]);
     for r in rows.iter().filter(|r| r.seed == seed) {
-        let (t, rel) = match class(&r.metric) {
+        let (expected, t, rel) = match class(&r.metric) {
             Class::Time => continue,
-            Class::Exact => (0.0, false),
-            Class::Fingerprint(t) => (t, true),
+            Class::Exact => (r.value, 0.0, false),
+            Class::Fingerprint(t) => (r.value, t, true),
             Class::Outcome => {
                 let v = &spread[&(r.method.clone(), r.set.clone(), r.metric.clone())];
-                ((SPREAD_FACTOR * tram_stats::std_dev(v)).max(floor * r.value.abs().max(1e-12)), false)
+                let mean = tram_stats::mean(v);
+                let binomial = match examples.get(&(r.run_id.clone(), r.set.clone())) {
+                    Some(&n) if r.metric == "accuracy" && n > 0.0 => {
+                        BINOMIAL_SDS * (mean * (1.0 - mean) / n).max(0.0).sqrt()
+                    }
+                    _ => 0.0,
+                };
+                (mean, prediction_half_width(v).max(binomial).max(floor * mean.abs().max(1e-12)), false)
             }
         };
         for (c, x) in cols.iter_mut().zip([
@@ -262,7 +290,7 @@ pub fn expectations(calibration: &Path, seed: u64, floor: f64, out: &Path) -> Re
             c.push(x.clone());
         }
         seed_col.push(r.seed);
-        value.push(r.value);
+        value.push(expected);
         tol.push(t);
         relative.push(rel);
     }
@@ -378,32 +406,46 @@ mod tests {
     }
 
     #[test]
-    fn expectations_hold_outcomes_to_their_seed_spread_and_the_fingerprint_to_rounding() {
-        let mut cal = HEAD.to_string();
-        for (seed, acc, loss) in [(0, 0.50, 2.0), (1, 0.52, 2.5), (2, 0.48, 3.0)] {
-            cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},g,in-domain,accuracy,{acc}\n"));
-            cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},,,step0_loss,{loss}\n"));
-            cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},,,forward_passes_per_step,2\n"));
-            cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},,,train_seconds,{seed}\n"));
-        }
-        let cal = write("cal.csv", &cal);
-        let expected = cal.with_file_name("expected.csv");
-        expectations(&cal, 0, 1e-6, &expected).unwrap();
+    fn expectations_hold_outcomes_to_a_new_seeds_prediction_interval_and_the_fingerprint_to_rounding() {
+        let calibrate = |name: &str, examples: u32| {
+            let mut cal = HEAD.to_string();
+            for (seed, acc, loss) in [(0, 0.50, 2.0), (1, 0.52, 2.5), (2, 0.48, 3.0), (3, 0.51, 2.0), (4, 0.49, 2.0)] {
+                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},g,in-domain,accuracy,{acc}\n"));
+                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},g,in-domain,examples,{examples}\n"));
+                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},,,step0_loss,{loss}\n"));
+                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},,,forward_passes_per_step,2\n"));
+                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},,,train_seconds,{seed}\n"));
+            }
+            let cal = write(&format!("{name}-cal.csv"), &cal);
+            let expected = cal.with_file_name(format!("{name}-expected.csv"));
+            expectations(&cal, 0, 1e-6, &expected).unwrap();
+            expected
+        };
+        let expected = calibrate("large", 10_000);
         let text = std::fs::read_to_string(&expected).unwrap();
-        assert_eq!(text.lines().count(), 4, "header + 3 rows (times are not expected): {text}");
-        // sd of (0.50, 0.52, 0.48) is 0.02: tolerance 0.06.
+        assert_eq!(text.lines().count(), 5, "header + 4 rows (times are not expected): {text}");
+        // Accuracy: the mean 0.50 of the seeds, ± t(0.9995, 4) · sd · √(1 + 1/5) = 8.610 · 0.01581 · 1.0954 = 0.1491
+        // (3 binomial sd of 10,000 examples are only 0.015); seed 0's values for the rest.
+        let df = read_csv(&expected).unwrap();
+        let tol = df.column("tolerance").unwrap().f64().unwrap().get(0).unwrap();
+        assert!((tol - 0.1491).abs() < 2e-4, "{tol}");
         let run = |acc: f64, loss: f64, passes: f64| {
             write(
                 "run.csv",
                 &format!(
-                    "{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,{acc}\nt,q,sam-s0,sam,0,,,step0_loss,{loss}\n\
-                     t,q,sam-s0,sam,0,,,forward_passes_per_step,{passes}\n"
+                    "{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,{acc}\nt,q,sam-s0,sam,0,g,in-domain,examples,10000\n\
+                     t,q,sam-s0,sam,0,,,step0_loss,{loss}\nt,q,sam-s0,sam,0,,,forward_passes_per_step,{passes}\n"
                 ),
             )
         };
-        assert!(check(&run(0.55, 2.00015, 2.0), &expected).is_ok(), "within the spread and rounding");
-        assert!(check(&run(0.57, 2.0, 2.0), &expected).is_err(), "beyond 3 sd of the seeds");
+        assert!(check(&run(0.64, 2.00015, 2.0), &expected).is_ok(), "within the interval and rounding");
+        assert!(check(&run(0.66, 2.0, 2.0), &expected).is_err(), "beyond a new seed's interval");
         assert!(check(&run(0.5, 2.0003, 2.0), &expected).is_err(), "the first step's loss moved beyond rounding");
         assert!(check(&run(0.5, 2.0, 3.0), &expected).is_err(), "a count changed");
+        // On 25 examples, 3 binomial sd (0.30) exceed the seeds' interval.
+        let small = calibrate("small", 25);
+        let df = read_csv(&small).unwrap();
+        let tol = df.column("tolerance").unwrap().f64().unwrap().get(0).unwrap();
+        assert!((tol - 0.30).abs() < 1e-9, "{tol}");
     }
 }

@@ -56,6 +56,7 @@ pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Res
         for e in &s.evaluations {
             push(&e.key(), e.domain.as_str(), e.metric.as_str().into(), e.value);
             push(&e.key(), e.domain.as_str(), "eval_loss".into(), e.loss);
+            push(&e.key(), e.domain.as_str(), "examples".into(), e.examples as f64);
         }
         if s.zero_shot().next().is_some() {
             push("zs-avg", "zero-shot", s.metric.as_str().into(), s.zero_shot_mean());

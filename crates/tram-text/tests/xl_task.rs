@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use tram_core::{BaseConfig, DivergenceKind, LrSchedule, MethodConfig, MethodName, OptimizerConfig, StepReport};
-use tram_task::{Domain, RunContext, RunSettings, Selection, Split, Task};
+use tram_task::analysis::SharpnessConfig;
+use tram_task::{AnalysisSettings, Domain, RunContext, RunSettings, Selection, Split, Task};
 use tram_text::data::nli;
 use tram_text::xlingual_task::CrossLingualConfig;
 
@@ -131,6 +132,25 @@ fn runs_tram_variants_end_to_end_and_saves_what_table_6_needs() {
             }
             let reps = task.representations(&model, task.validation_sets()[1]);
             assert_eq!(reps.size(), [10, 32]);
+            // Table 6 on the saved model: every language's validation set, English first.
+            let with = AnalysisSettings {
+                sharpness: SharpnessConfig::paper(vec![1, 3]),
+                batch_size: 4,
+                device: tram_task::DeviceChoice::Cpu,
+            };
+            let analysis = task.analyse(&settings(method, 3), &saved, &with).unwrap().expect("the task has Table 6");
+            let names: Vec<(&str, Domain)> = analysis.iter().map(|a| (a.set.as_str(), a.domain)).collect();
+            assert_eq!(names, [("en", Domain::InDomain), ("de", Domain::ZeroShot), ("fr", Domain::ZeroShot)]);
+            for a in &analysis {
+                let steps: Vec<usize> = a.sharpness.points.iter().map(|p| p.steps).collect();
+                assert_eq!(steps, [1, 3]);
+                assert!(a.sharpness.points.iter().all(|p| p.sharpness >= 0.0 && p.sharpness.is_finite()), "{a:?}");
+                assert!(a.cka > 0.0 && a.cka <= 1.0 + 1e-9, "{a:?}");
+            }
+            assert_eq!(analysis[1].examples, 10);
+            // The base loss is the saved model's validation loss (eval mode): the run's own evaluation of en.
+            let en_val = sel.evals.iter().find(|e| e.split == Split::Validation).unwrap();
+            assert!((analysis[0].sharpness.base_loss - en_val.loss).abs() < 1e-5, "{} vs {}", analysis[0].sharpness.base_loss, en_val.loss);
             std::fs::remove_dir_all(dir).ok();
         }
     }
