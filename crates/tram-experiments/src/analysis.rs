@@ -234,7 +234,7 @@ pub fn run(
 /// The tidy CSV in the runner's long layout (`tram compare`, `tram check` read it): per run and set, the loss,
 /// the CKA, the examples and the sharpness after each ascent length (`sharpness_<updates>`).
 fn long_frame(experiment: &str, profile: &str, analysed: &[Analysed]) -> Result<DataFrame> {
-    let mut rows: Vec<(String, String, u64, String, String, String, f64)> = vec![];
+    let mut rows: Vec<tables::LongRow> = vec![];
     for a in analysed {
         for s in &a.sets {
             let mut push = |metric: String, v: f64| {
@@ -249,21 +249,7 @@ fn long_frame(experiment: &str, profile: &str, analysed: &[Analysed]) -> Result<
             }
         }
     }
-    let n = rows.len();
-    let col = |f: &dyn Fn(&(String, String, u64, String, String, String, f64)) -> String| {
-        rows.iter().map(f).collect::<Vec<String>>()
-    };
-    Ok(DataFrame::new(vec![
-        Column::new("experiment".into(), vec![experiment.to_string(); n]),
-        Column::new("profile".into(), vec![profile.to_string(); n]),
-        Column::new("run_id".into(), col(&|r| r.0.clone())),
-        Column::new("method".into(), col(&|r| r.1.clone())),
-        Column::new("seed".into(), rows.iter().map(|r| r.2).collect::<Vec<u64>>()),
-        Column::new("set".into(), col(&|r| r.3.clone())),
-        Column::new("domain".into(), col(&|r| r.4.clone())),
-        Column::new("metric".into(), col(&|r| r.5.clone())),
-        Column::new("value".into(), rows.iter().map(|r| atomic::round_sig(r.6)).collect::<Vec<f64>>()),
-    ])?)
+    tables::long_rows_frame(experiment, profile, &rows)
 }
 
 /// Per run: (in-domain value, zero-shot values in set order) of `f` on its sets.

@@ -216,9 +216,11 @@ fn class(metric: &str) -> Class {
             Class::Fingerprint(FORWARD_TOLERANCE)
         }
         "step0_grad_norm" | "step0_eps_norm" | "step0_perturbed_loss" => Class::Fingerprint(GRADIENT_TOLERANCE),
-        "forward_passes_per_step" | "backward_passes_per_step" | "extra_memory_bytes" | "skipped_steps" | "examples" => {
-            Class::Exact
-        }
+        "forward_passes_per_step"
+        | "backward_passes_per_step"
+        | "extra_memory_bytes"
+        | "skipped_steps"
+        | "examples" => Class::Exact,
         _ => Class::Outcome,
     }
 }

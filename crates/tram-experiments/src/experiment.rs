@@ -342,7 +342,14 @@ mod tests {
             if path.extension().is_some_and(|e| e == "toml") {
                 let exp = Experiment::load(&path).unwrap();
                 for p in exp.profile_names() {
-                    exp.profile(p, &[]).unwrap_or_else(|e| panic!("{} {p}: {e:#}", path.display()));
+                    if exp.file.table == TableKind::Analysis {
+                        let a: crate::analysis::AnalysisProfile =
+                            exp.profile_as(p, &[]).unwrap_or_else(|e| panic!("{} {p}: {e:#}", path.display()));
+                        let source = Experiment::load(&experiments().join(format!("{}.toml", a.runs.experiment)));
+                        source.unwrap().profile(&a.runs.profile, &a.runs.set).unwrap();
+                    } else {
+                        exp.profile(p, &[]).unwrap_or_else(|e| panic!("{} {p}: {e:#}", path.display()));
+                    }
                 }
             }
         }

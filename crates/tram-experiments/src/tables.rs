@@ -45,7 +45,7 @@ pub fn label(method: &MethodConfig, base: &BaseConfig) -> String {
 /// One row per (run, set, metric): each evaluation's value and loss, then the run-level numbers (empty set),
 /// including the first steps' losses and norms (the regression check's fingerprint).
 /// One row of the long CSV: run id, method id, seed, set, domain, metric, value.
-type LongRow = (String, String, u64, String, String, String, f64);
+pub type LongRow = (String, String, u64, String, String, String, f64);
 
 pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Result<DataFrame> {
     let mut rows: Vec<LongRow> = vec![];
@@ -83,6 +83,11 @@ pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Res
         push("", "", "skipped_steps".into(), s.skipped_steps as f64);
         push("", "", "train_seconds".into(), s.train_seconds);
     }
+    long_rows_frame(experiment, profile, &rows)
+}
+
+/// The long CSV's frame from its rows (shared by the sweeps' and the analyses' long CSVs).
+pub fn long_rows_frame(experiment: &str, profile: &str, rows: &[LongRow]) -> Result<DataFrame> {
     let n = rows.len();
     let col = |f: &dyn Fn(&LongRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
     Ok(DataFrame::new(vec![

@@ -150,7 +150,12 @@ fn runs_tram_variants_end_to_end_and_saves_what_table_6_needs() {
             assert_eq!(analysis[1].examples, 10);
             // The base loss is the saved model's validation loss (eval mode): the run's own evaluation of en.
             let en_val = sel.evals.iter().find(|e| e.split == Split::Validation).unwrap();
-            assert!((analysis[0].sharpness.base_loss - en_val.loss).abs() < 1e-5, "{} vs {}", analysis[0].sharpness.base_loss, en_val.loss);
+            assert!(
+                (analysis[0].sharpness.base_loss - en_val.loss).abs() < 1e-5,
+                "{} vs {}",
+                analysis[0].sharpness.base_loss,
+                en_val.loss
+            );
             std::fs::remove_dir_all(dir).ok();
         }
     }
