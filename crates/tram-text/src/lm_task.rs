@@ -638,6 +638,11 @@ impl Task for CausalLmTask {
         let batches: Vec<LmBatch> = (0..run.accumulate).map(|k| self.train_batch(&order[k * b..(k + 1) * b])).collect();
         tram_task::time_interleaved(&model, &batches, methods, 1, rounds, || {})
     }
+
+    /// Table 4's first row: the pre-trained model on the same sets.
+    fn evaluate_pretrained(&self, run: &RunSettings) -> tram_task::Result<Option<Vec<Evaluation>>> {
+        Ok(Some(CausalLmTask::evaluate_pretrained(self, run.device)?))
+    }
 }
 
 #[cfg(test)]
