@@ -106,6 +106,9 @@ fn tram_runs_end_to_end_on_hub_layouts() {
         assert_eq!(s.predicted_tokens, s.text_tokens - s.blocks, "{s:?}");
     }
     let pretrained = task.evaluate_pretrained(DeviceChoice::Cpu).unwrap();
+    // The runner asks through the contract (Table 4's first row): the same evaluations.
+    let via_contract = Task::evaluate_pretrained(&task, &settings(MethodName::Base, 1)).unwrap();
+    assert_eq!(via_contract.as_ref(), Some(&pretrained));
     for method in [MethodName::TramPrev, MethodName::TramX] {
         let run = settings(method, 2);
         assert_eq!(task.steps_per_epoch(&run).unwrap(), 4);
