@@ -355,17 +355,10 @@ fn table(profile: &Profile, analysed: &[Analysed], paper: &[PaperTable]) -> Resu
             row.push(versus_base(&runs, &sharp));
             row.push(versus_base(&runs, &cka));
         }
-        for p in paper {
-            row.extend(p.rows.get(&lab).cloned().unwrap_or_else(|| vec![String::new(); p.columns.len()]));
-        }
+        row.extend(tables::paper_cells(paper, &lab));
         rows.push(row);
     }
-    let columns = header
-        .iter()
-        .enumerate()
-        .map(|(j, h)| Column::new(h.as_str().into(), rows.iter().map(|r| r[j].clone()).collect::<Vec<_>>()))
-        .collect();
-    Ok(DataFrame::new(columns)?)
+    tables::text_frame(&header, &rows)
 }
 
 /// Each method's mean En and ZS-avg sharpness after every ascent length, with its rank among the methods (1 =

@@ -268,12 +268,6 @@ pub fn transfer(
         header.extend(p.columns.iter().map(|c| format!("paper {}: {c}", p.name)));
     }
     let mut rows: Vec<Vec<String>> = vec![];
-    let paper_cells = |lab: &str| -> Vec<String> {
-        paper
-            .iter()
-            .flat_map(|p| p.rows.get(lab).cloned().unwrap_or_else(|| vec![String::new(); p.columns.len()]))
-            .collect()
-    };
     if let Some(evals) = pretrained {
         let value = |set: &str| test_of(evals, set).map_or_else(String::new, |e| metric.format(e.value));
         let mut row = vec!["pre-trained (no fine-tuning)".to_string(), String::new()];
@@ -321,9 +315,22 @@ pub fn transfer(
         if significance_column {
             row.push(significance::verdict(&id, Quantity::ZsAvg, comparisons));
         }
-        row.extend(paper_cells(&lab));
+        row.extend(paper_cells(paper, &lab));
         rows.push(row);
     }
+    text_frame(&header, &rows)
+}
+
+/// The paper's cells of the row labelled `lab` in each of `paper`'s tables (empty where a table has no such row).
+pub fn paper_cells(paper: &[PaperTable], lab: &str) -> Vec<String> {
+    paper
+        .iter()
+        .flat_map(|p| p.rows.get(lab).cloned().unwrap_or_else(|| vec![String::new(); p.columns.len()]))
+        .collect()
+}
+
+/// A table of text cells: one column per header, `rows` in order.
+pub fn text_frame(header: &[String], rows: &[Vec<String>]) -> Result<DataFrame> {
     let columns = header
         .iter()
         .enumerate()

@@ -20,6 +20,7 @@ mod checkpoints;
 mod device;
 mod error;
 mod metric;
+pub mod parquet;
 mod result;
 mod rng;
 mod timing;

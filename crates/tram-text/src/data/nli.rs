@@ -57,7 +57,7 @@ pub fn read(files: &[PathBuf]) -> Result<NliSplit> {
                     ("hypothesis", Field::Str(s)) => hypothesis = Some(s.clone()),
                     ("label", f) => {
                         label = Some(
-                            integer(f)
+                            tram_task::parquet::integer(f)
                                 .ok_or_else(|| err(format!("row {r}: column `label` is not an integer ({f})")))?,
                         )
                     }
@@ -81,20 +81,6 @@ pub fn read(files: &[PathBuf]) -> Result<NliSplit> {
         }
     }
     Ok(out)
-}
-
-fn integer(field: &Field) -> Option<i64> {
-    match *field {
-        Field::Byte(v) => Some(v as i64),
-        Field::Short(v) => Some(v as i64),
-        Field::Int(v) => Some(v as i64),
-        Field::Long(v) => Some(v),
-        Field::UByte(v) => Some(v as i64),
-        Field::UShort(v) => Some(v as i64),
-        Field::UInt(v) => Some(v as i64),
-        Field::ULong(v) => i64::try_from(v).ok(),
-        _ => None,
-    }
 }
 
 /// Parquet files in `dir` whose name starts with `prefix` (sorted), and those of `dir/<subdir>/`.

@@ -87,7 +87,7 @@ pub fn open(
                     );
                 } else if *col == columns.label {
                     label =
-                        Some(integer(field).ok_or_else(|| {
+                        Some(tram_task::parquet::integer(field).ok_or_else(|| {
                             err(format!("row {r}: column `{col}` is not an integer label ({field})"))
                         })?);
                 }
@@ -136,20 +136,6 @@ fn image_bytes(field: &Field) -> Option<Vec<u8>> {
             Field::Bytes(b) => Some(b.data().to_vec()),
             _ => None,
         }),
-        _ => None,
-    }
-}
-
-fn integer(field: &Field) -> Option<i64> {
-    match *field {
-        Field::Byte(v) => Some(v as i64),
-        Field::Short(v) => Some(v as i64),
-        Field::Int(v) => Some(v as i64),
-        Field::Long(v) => Some(v),
-        Field::UByte(v) => Some(v as i64),
-        Field::UShort(v) => Some(v as i64),
-        Field::UInt(v) => Some(v as i64),
-        Field::ULong(v) => i64::try_from(v).ok(),
         _ => None,
     }
 }
