@@ -199,6 +199,7 @@ fn tempdir() -> PathBuf {
 
 #[test]
 fn own_folders_with_a_checksum_manifest_are_checked_before_loading() {
+    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let f = fixtures();
     let dir = std::env::temp_dir().join(format!("tram-xl-manifest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
