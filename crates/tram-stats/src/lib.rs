@@ -7,7 +7,9 @@
 //! * [`ks_2samp`] — `scipy.stats.ks_2samp`, exact and asymptotic, with [`kstwo_sf`] and [`smirnov_sf`]
 //!   (`scipy.stats.kstwo.sf`, `scipy.special.smirnov`) behind it;
 //! * [`pearsonr`] — `scipy.stats.pearsonr`;
-//! * [`holm`] — Holm's step-down adjustment for many comparisons.
+//! * [`holm`] — Holm's step-down adjustment for many comparisons;
+//! * [`variance_sources`] — how much of a paired difference's variance over seeds comes from the test sets' size,
+//!   and how many seeds a given 95 % half-width needs.
 //!
 //! Distributions come from [`statrs`] (Student's t, regularized incomplete beta) and [`libm`] (`erf` / `erfc`
 //! for the normal tail). What no maintained crate offers is written here and says so: the exact null
@@ -20,6 +22,7 @@ mod holm;
 mod kolmogorov;
 mod ks;
 mod pearson;
+mod power;
 mod summary;
 mod wilcoxon;
 
@@ -28,6 +31,7 @@ pub use holm::holm;
 pub use kolmogorov::{kstwo_sf, smirnov_sf};
 pub use ks::{ks_2samp, KsMethod, KsResult};
 pub use pearson::{pearsonr, Pearson};
+pub use power::{variance_sources, VarianceSources};
 pub use summary::{
     ci95_half_width, mean, median, paired_difference, std_dev, student_t_quantile, summarize, Paired, Summary,
 };
