@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use polars::prelude::*;
 use tram_core::MethodConfig;
-use tram_stats::{ks_2samp, paired_difference, wilcoxon, Alternative, KsMethod};
+use tram_stats::{ks_2samp, paired_difference, variance_sources, wilcoxon, Alternative, KsMethod, VarianceSources};
 use tram_task::Metric;
 
 use crate::experiment::method_id;
@@ -16,6 +16,11 @@ use crate::runs::Summary;
 
 /// The level at which the paper calls a difference significant.
 pub const ALPHA: f64 = 0.01;
+
+/// One accuracy point, the precision the power columns plan for.
+const ONE_POINT: f64 = 0.01;
+/// Beyond this many seeds the power columns say nothing (empty cell).
+const MAX_SEEDS: usize = 10_000;
 
 /// What of a run is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,6 +91,10 @@ pub struct Comparison {
     pub ks: Option<(f64, f64)>,
     /// Whether `a`'s mean is the better one by the metric's direction.
     pub a_better: bool,
+    /// Accuracy with at least two pairs and every run's per-example correctness: how much of the paired
+    /// difference's variance over seeds the test sets' size explains, and what more seeds or larger sets would
+    /// give.
+    pub sources: Option<VarianceSources>,
 }
 
 impl Comparison {
@@ -180,6 +189,19 @@ pub fn compare(
             ks_2samp(&ya, &yb, Alternative::TwoSided, KsMethod::Auto).ok().map(|k| (k.statistic, k.pvalue))
         })
         .flatten();
+    let sources = if metric == Metric::Accuracy && pairs.len() >= 2 {
+        pairs
+            .iter()
+            .map(|(sa, sb, ..)| weighted_examples(sa, sb, q, per_example))
+            .collect::<Option<Vec<_>>>()
+            .filter(|rows| rows.iter().all(|r| r.1 == rows[0].1))
+            .and_then(|rows| {
+                let x: Vec<Vec<f64>> = rows.iter().map(|r| r.0.clone()).collect();
+                variance_sources(&x, &rows[0].1).ok()
+            })
+    } else {
+        None
+    };
     Some(Comparison {
         a: a.to_string(),
         b: b.to_string(),
@@ -190,7 +212,30 @@ pub fn compare(
         wilcoxon_p,
         ks,
         a_better: metric.better(tram_stats::mean(&xa), tram_stats::mean(&xb)),
+        sources,
     })
+}
+
+/// Per example of `q`'s sets, `a`'s value minus `b`'s, and the weight that makes their weighted sum `q`'s
+/// difference (`1/n` for the in-domain set, `1/(K n_k)` for the macro-average over `K` zero-shot sets); `None`
+/// when a run has no per-example values for a set or the two runs' sets differ in size.
+fn weighted_examples(a: &Summary, b: &Summary, q: Quantity, per_example: &PerExample) -> Option<(Vec<f64>, Vec<f64>)> {
+    let sets: Vec<String> = match q {
+        Quantity::InDomain => vec![a.in_domain()?.key()],
+        Quantity::ZsAvg => a.zero_shot().map(|e| e.key()).collect(),
+    };
+    let (mut x, mut w) = (vec![], vec![]);
+    for set in &sets {
+        let va = per_example.get(&a.run_id)?.get(set)?;
+        let vb = per_example.get(&b.run_id)?.get(set)?;
+        if va.len() != vb.len() || va.is_empty() {
+            return None;
+        }
+        let weight = 1.0 / (sets.len() * va.len()) as f64;
+        x.extend(va.iter().zip(vb).map(|(p, q)| p - q));
+        w.extend(std::iter::repeat_n(weight, va.len()));
+    }
+    (!x.is_empty()).then_some((x, w))
 }
 
 /// `+1.23 [−0.50, +2.96]`: a paired difference and its 95% interval, shown as the metric prints.
@@ -229,6 +274,12 @@ pub fn verdict(method: &str, q: Quantity, comparisons: &[Comparison]) -> String 
 pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
     let s = |f: &dyn Fn(&Comparison) -> String| comparisons.iter().map(f).collect::<Vec<String>>();
     let opt = |f: &dyn Fn(&Comparison) -> Option<f64>| comparisons.iter().map(f).collect::<Vec<Option<f64>>>();
+    let seeds = |scale: f64| -> Vec<Option<u64>> {
+        comparisons
+            .iter()
+            .map(|c| c.sources.and_then(|v| v.seeds_for(ONE_POINT, scale, MAX_SEEDS)).map(|s| s as u64))
+            .collect()
+    };
     Ok(DataFrame::new(vec![
         Column::new("method".into(), s(&|c| c.a.clone())),
         Column::new("versus".into(), s(&|c| c.b.clone())),
@@ -242,6 +293,14 @@ pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
         Column::new("ks_p".into(), opt(&|c| c.ks.map(|k| k.1))),
         Column::new("better".into(), comparisons.iter().map(|c| c.a_better).collect::<Vec<_>>()),
         Column::new("significant".into(), comparisons.iter().map(|c| c.significant()).collect::<Vec<_>>()),
+        // Accuracy: the paired difference's standard deviation over seeds, the share of its variance that the
+        // test sets' size explains, the seeds a 95% half-width of one point (0.01) needs with these sets and with
+        // sets 4× as large, and the difference these seeds detect (paired t, level 0.05, power 80%).
+        Column::new("sd_over_seeds".into(), opt(&|c| c.sources.map(|v| v.total.sqrt()))),
+        Column::new("test_set_share".into(), opt(&|c| c.sources.map(|v| v.per_example_share()))),
+        Column::new("seeds_for_ci95_1pt".into(), seeds(1.0)),
+        Column::new("seeds_for_ci95_1pt_sets_x4".into(), seeds(4.0)),
+        Column::new("detectable_80pct".into(), opt(&|c| c.sources.map(|v| v.detectable(c.pairs, 1.0)))),
     ])?)
 }
 
@@ -307,6 +366,34 @@ mod tests {
         assert_eq!(all.len(), 4);
         assert!(verdict("tram-x", Quantity::ZsAvg, &all).starts_with("better than 1, worse than 0 of 1"));
         assert!(verdict("base", Quantity::ZsAvg, &all).starts_with("better than 0, worse than 1 of 1"));
+    }
+
+    #[test]
+    fn accuracy_differences_split_into_test_set_and_seed_parts() {
+        // Four in-domain examples, three seeds; each run's accuracy is the mean of its correctness.
+        let base = [[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]];
+        let tram = [[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]];
+        let (mut s, mut pe) = (vec![], PerExample::new());
+        for seed in 0..3 {
+            for (m, c) in [("base", base[seed]), ("tram-x", tram[seed])] {
+                s.push(run(m, seed as u64, Metric::Accuracy, c.iter().sum::<f64>() / 4.0, 0.5));
+                pe.entry(format!("{m}-s{seed}")).or_default().insert("a".into(), c.to_vec());
+            }
+        }
+        let c = compare("tram-x", "base", Quantity::InDomain, &s, &pe, Metric::Accuracy).unwrap();
+        let v = c.sources.expect("per-example values of every run");
+        // Per seed, tram − base = (0, 0, 1, 0), (0, 1, 0, 0), (0, 0, 0, 1): d = ¼ each seed, so no variance at all,
+        // while each of the last three examples varies (sample variance ⅓, weight ¹⁄₁₆): the per-example part is
+        // 3 · ⅓ / 16 and the shared part its negative (the flips cancel).
+        assert!((v.mean - 0.25).abs() < 1e-15 && v.total.abs() < 1e-15, "{v:?}");
+        assert!((v.per_example - 1.0 / 16.0).abs() < 1e-15 && (v.shared + 1.0 / 16.0).abs() < 1e-15, "{v:?}");
+        assert!((c.mean_diff - v.mean).abs() < 1e-15, "the same difference as the summaries'");
+        // No per-example values for the zero-shot set: nothing to split.
+        let zs = compare("tram-x", "base", Quantity::ZsAvg, &s, &pe, Metric::Accuracy).unwrap();
+        assert!(zs.sources.is_none());
+        let df = frame(Metric::Accuracy, &[c, zs]).unwrap();
+        assert_eq!(df.column("test_set_share").unwrap().f64().unwrap().get(0), Some(1.0));
+        assert_eq!(df.column("seeds_for_ci95_1pt").unwrap().u64().unwrap().get(1), None);
     }
 
     #[test]
