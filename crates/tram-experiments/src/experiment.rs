@@ -99,6 +99,10 @@ pub struct Profile {
     /// Which epoch's model a run reports: `last` (vision, App. B.3) or `best-validation` (language, App. B.1).
     #[serde(default)]
     pub selection: Selection,
+    /// Evaluate after every epoch (default) or, `false`, after the last only: with `selection = "last"` the
+    /// intermediate evaluations only draw the epoch curve, and on large test sets they cost as much as training.
+    #[serde(default = "yes")]
+    pub eval_every_epoch: bool,
     /// Variants table: rounds of the interleaved step-time measurement (every method once per round).
     #[serde(default)]
     pub timing_rounds: Option<usize>,
@@ -118,6 +122,10 @@ fn one() -> usize {
 
 fn five() -> u32 {
     5
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A checkpoint holds the parameters two to four times over (the model, the base optimizer's state, a TRAM
@@ -297,6 +305,7 @@ impl Profile {
             max_train_batches: self.max_train_batches,
             eval_before_training: false,
             selection: self.selection,
+            eval_every_epoch: self.eval_every_epoch,
         }
     }
 

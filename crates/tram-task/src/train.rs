@@ -37,10 +37,22 @@ pub struct RunSettings {
     pub eval_before_training: bool,
     #[serde(default)]
     pub selection: Selection,
+    /// Evaluate after every epoch (the epoch curve, and what best-validation selection needs); `false`: after the
+    /// last epoch only, which saves the evaluations' time when the last model is reported (`selection = "last"`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub eval_every_epoch: bool,
 }
 
 fn one() -> usize {
     1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 impl RunSettings {
@@ -54,6 +66,7 @@ impl RunSettings {
             max_train_batches: None,
             eval_before_training: false,
             selection: Selection::Last,
+            eval_every_epoch: true,
         }
     }
 
@@ -70,6 +83,11 @@ impl RunSettings {
         }
         if self.max_train_batches == Some(0) {
             return Err(config_err("max_train_batches = 0 would train nothing; leave it out for whole epochs"));
+        }
+        if !self.eval_every_epoch && self.selection != Selection::Last {
+            return Err(config_err(
+                "selection by validation loss needs every epoch evaluated: leave eval_every_epoch out (true)",
+            ));
         }
         Ok(())
     }
@@ -214,15 +232,22 @@ pub fn train<M: Model>(
         drop(batches);
         let train_loss = if at.losses > 0 { at.loss_sum / at.losses as f64 } else { f64::NAN };
         let train_seconds = seconds_before + start.elapsed().as_secs_f64();
-        let evaluated = evaluate(data, epoch, driver.steps_done(), train_loss, train_seconds, at.wait_seconds)?;
-        at.result.epochs.push(evaluated);
-        let selected = RunResult::select(&at.result.epochs, run.selection);
-        if selected == at.result.epochs.len() - 1 {
-            if let Some(path) = &ctx.save_model {
-                save_parameters(model, path)?;
+        if run.eval_every_epoch || epoch == run.epochs {
+            let evaluated = evaluate(data, epoch, driver.steps_done(), train_loss, train_seconds, at.wait_seconds)?;
+            at.result.epochs.push(evaluated);
+            let selected = RunResult::select(&at.result.epochs, run.selection);
+            if selected == at.result.epochs.len() - 1 {
+                if let Some(path) = &ctx.save_model {
+                    save_parameters(model, path)?;
+                }
             }
+            at.next_epoch();
+        } else {
+            // The next evaluation's seconds cover every epoch since the previous one (the run's total adds up).
+            let waited = at.wait_seconds;
+            at.next_epoch();
+            (at.train_seconds, at.wait_seconds) = (train_seconds, waited);
         }
-        at.next_epoch();
         if let Some(c) = &ctx.checkpoints {
             c.save(&driver, &at)?;
         }

@@ -157,6 +157,25 @@ fn best_validation_selects_and_saves_that_epoch() {
 }
 
 #[test]
+fn evaluating_the_last_epoch_only_trains_the_same_and_reports_the_same_model() {
+    let _g = serial();
+    let run = settings(MethodName::TramPrev);
+    let every = train(&model(), &run, 5, &mut Data::new(vec![]), &mut RunContext::new(&mut |_| {})).unwrap();
+    let mut last_only = run.clone();
+    last_only.eval_every_epoch = false;
+    let mut data = Data::new(vec![]);
+    let once = train(&model(), &last_only, 5, &mut data, &mut RunContext::new(&mut |_| {})).unwrap();
+    assert_eq!(data.evaluations, 1);
+    assert_eq!(once.steps, every.steps, "the evaluations do not touch training");
+    assert_eq!((once.epochs.len(), once.selected), (1, 0));
+    let (a, b) = (once.selected_epoch().unwrap(), every.selected_epoch().unwrap());
+    assert_eq!((a.epoch, a.steps, a.train_loss, &a.evals), (3, 15, b.train_loss, &b.evals), "epoch 3's, as before");
+    // Selection by validation loss needs every epoch's.
+    last_only.selection = Selection::BestValidation;
+    assert!(last_only.validate().unwrap_err().to_string().contains("every epoch"));
+}
+
+#[test]
 fn settings_that_cannot_train_are_errors() {
     let run = settings(MethodName::Base);
     assert!(run.steps_per_epoch(7).unwrap_err().to_string().contains("smaller than one step"));
