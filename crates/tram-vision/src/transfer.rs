@@ -90,6 +90,10 @@ pub struct TransferConfig {
     pub workers: usize,
     #[serde(default)]
     pub on_corrupt: OnCorrupt,
+    /// Initialize the new head from this seed in every run, so that the run's seed varies the data order and
+    /// augmentation only (a measurement of where the variance over seeds comes from); default: the run's seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_seed: Option<u64>,
 }
 
 fn one() -> usize {
@@ -110,6 +114,7 @@ impl TransferConfig {
             augment: Some(Augment::default()),
             workers: 1,
             on_corrupt: OnCorrupt::Skip,
+            init_seed: None,
         }
     }
 
@@ -241,7 +246,7 @@ impl Task for TransferTask {
 
     fn run(&self, run: &RunSettings, ctx: &mut RunContext<'_>) -> tram_task::Result<RunResult> {
         let device = run.device.resolve()?;
-        let model = self.model(run.seed(), device)?;
+        let model = self.model(self.config.init_seed.unwrap_or(run.seed()), device)?;
         let norm = model.normalization();
         let size = self.config.image_size;
         let mut data = RunData {

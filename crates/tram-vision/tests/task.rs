@@ -117,6 +117,28 @@ fn a_seed_makes_runs_repeat() {
 }
 
 #[test]
+fn init_seed_fixes_the_head_and_leaves_the_data_order_to_the_seed() {
+    let _rng = serial();
+    let data = small_data();
+    let mut cfg = quick(MethodName::Base, BaseConfig::sgd_momentum(0.9), 0.05);
+    cfg.eval_before_training = true;
+    let mut other_seed = cfg.clone();
+    other_seed.optimizer.seed = 1;
+    let losses = |r: &RunResult| r.steps.iter().map(|s| s.loss).collect::<Vec<_>>();
+    // By default the seed draws the head: the untrained models differ.
+    let task = small_task(data.clone());
+    let (a, b) = (run(&task, &cfg), run(&task, &other_seed));
+    assert_ne!(a.epochs[0].evals, b.epochs[0].evals);
+    // With init_seed, every seed starts from the same head (identical evaluations before training) but still
+    // draws its own batches (different first losses).
+    let mut fixed = small_task(data);
+    fixed.config.init_seed = Some(7);
+    let (a, b) = (run(&fixed, &cfg), run(&fixed, &other_seed));
+    assert_eq!(a.epochs[0].evals, b.epochs[0].evals);
+    assert_ne!(losses(&a)[0], losses(&b)[0]);
+}
+
+#[test]
 fn device_choice_resolves() {
     let n = tch::Cuda::device_count() as usize;
     assert!(DeviceChoice::Cuda(n).resolve().is_err());
