@@ -8,7 +8,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use polars::prelude::*;
 use tram_core::MethodConfig;
-use tram_stats::{ks_2samp, paired_difference, variance_sources, wilcoxon, Alternative, KsMethod, VarianceSources};
+use tram_stats::{
+    ks_2samp, ks_detectable_shift, paired_difference, variance_sources, wilcoxon, Alternative, KsMethod,
+    VarianceSources,
+};
 use tram_task::Metric;
 
 use crate::experiment::method_id;
@@ -89,6 +92,9 @@ pub struct Comparison {
     /// Two-sided two-sample KS test of the per-example values (perplexity tasks: per-block losses), pooled over
     /// the paired seeds: (D, p).
     pub ks: Option<(f64, f64)>,
+    /// With `ks`: the smallest shift of `b`'s per-example values that KS detects at [`ALPHA`]
+    /// ([`ks_detectable_shift`]); for per-block losses, `exp` of it is the perplexity ratio a uniform change needs.
+    pub ks_detectable_shift: Option<f64>,
     /// Whether `a`'s mean is the better one by the metric's direction.
     pub a_better: bool,
     /// Accuracy with at least two pairs and every run's per-example correctness: how much of the paired
@@ -186,7 +192,8 @@ pub fn compare(
             };
             let ya = pooled(&mut pairs.iter().map(|p| p.0));
             let yb = pooled(&mut pairs.iter().map(|p| p.1));
-            ks_2samp(&ya, &yb, Alternative::TwoSided, KsMethod::Auto).ok().map(|k| (k.statistic, k.pvalue))
+            let ks = ks_2samp(&ya, &yb, Alternative::TwoSided, KsMethod::Auto).ok()?;
+            Some((ks.statistic, ks.pvalue, ks_detectable_shift(&yb, ALPHA).ok().flatten()))
         })
         .flatten();
     let sources = if metric == Metric::Accuracy && pairs.len() >= 2 {
@@ -210,7 +217,8 @@ pub fn compare(
         mean_diff: paired.mean_diff,
         ci95: paired.ci95,
         wilcoxon_p,
-        ks,
+        ks: ks.map(|k| (k.0, k.1)),
+        ks_detectable_shift: ks.and_then(|k| k.2),
         a_better: metric.better(tram_stats::mean(&xa), tram_stats::mean(&xb)),
         sources,
     })
@@ -291,6 +299,7 @@ pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
         Column::new("wilcoxon_p".into(), opt(&|c| c.wilcoxon_p)),
         Column::new("ks_statistic".into(), opt(&|c| c.ks.map(|k| k.0))),
         Column::new("ks_p".into(), opt(&|c| c.ks.map(|k| k.1))),
+        Column::new("ks_detectable_shift".into(), opt(&|c| c.ks_detectable_shift)),
         Column::new("better".into(), comparisons.iter().map(|c| c.a_better).collect::<Vec<_>>()),
         Column::new("significant".into(), comparisons.iter().map(|c| c.significant()).collect::<Vec<_>>()),
         // Accuracy: the paired difference's standard deviation over seeds, the share of its variance that the
@@ -411,6 +420,10 @@ mod tests {
         let (d, p) = c.ks.unwrap();
         assert!((d - 0.5).abs() < 0.01 && p < 1e-10, "shifted by half the range: D ≈ 0.5 ({d}), p {p}");
         assert!(c.a_better && c.significant(), "lower perplexity is better");
+        // 200 evenly spaced losses 0.01 apart: KS at 0.01 needs D = k/200 with k the first significant count.
+        let shift = c.ks_detectable_shift.unwrap();
+        assert!(shift > 0.05 && shift < 0.5, "{shift}");
+        assert_eq!(Some(shift), ks_detectable_shift(&pe["base-s0"]["a"], ALPHA).unwrap());
         assert_eq!(format_diff(Metric::Perplexity, &c), "−1.0");
     }
 }

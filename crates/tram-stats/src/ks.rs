@@ -267,9 +267,62 @@ fn binom(n: f64, k: f64) -> f64 {
     c
 }
 
+/// The smallest location shift `δ ≥ 0` that the two-sided two-sample KS test ([`ks_2samp`], `method="auto"`)
+/// detects at level `alpha` on samples like `x`: the infimum of the `δ` for which `ks_2samp(x, x + δ)` has a
+/// p-value below `alpha` (`D` only grows with `δ`, so bisection finds it, to 1e-12 of `x`'s range). What a one-seed
+/// comparison of per-block losses can resolve: a shift smaller than this is never significant, whatever the
+/// samples' other differences. `None` when even `x` against a copy beyond its range (`D = 1`) is not significant.
+///
+/// # Errors
+/// An empty sample, a NaN / infinite value, or `alpha` outside `(0, 1)`.
+pub fn ks_detectable_shift(x: &[f64], alpha: f64) -> Result<Option<f64>, StatsError> {
+    crate::check_finite("x", x)?;
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(StatsError::InvalidPValue(alpha));
+    }
+    let (lo, hi) = x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+    let range = (hi - lo).max(f64::MIN_POSITIVE);
+    let p = |delta: f64| -> Result<f64, StatsError> {
+        let y: Vec<f64> = x.iter().map(|v| v + delta).collect();
+        Ok(ks_2samp(x, &y, Alternative::TwoSided, KsMethod::Auto)?.pvalue)
+    };
+    let (mut below, mut above) = (0.0, range * (1.0 + 1e-9));
+    if p(above)? >= alpha {
+        return Ok(None);
+    }
+    while above - below > 1e-12 * range {
+        let mid = 0.5 * (below + above);
+        if p(mid)? < alpha {
+            above = mid;
+        } else {
+            below = mid;
+        }
+    }
+    Ok(Some(above))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detectable_shift_of_an_even_grid() {
+        // x = 0, 1, …, 99 against x + δ: D = ⌈δ⌉/100, so the smallest detected shift is k − 1 (approached from
+        // above), k the smallest integer shift whose D = k/100 is significant.
+        let x: Vec<f64> = (0..100).map(f64::from).collect();
+        let p = |k: f64| {
+            ks_2samp(&x, &x.iter().map(|v| v + k).collect::<Vec<_>>(), Alternative::TwoSided, KsMethod::Auto)
+                .unwrap()
+                .pvalue
+        };
+        let k = (1..100).map(f64::from).find(|&k| p(k) < 0.01).unwrap();
+        assert!(p(k - 1.0) >= 0.01);
+        let d = ks_detectable_shift(&x, 0.01).unwrap().unwrap();
+        assert!(d > k - 1.0 && d - (k - 1.0) < 1e-9, "{d} vs {k}");
+        // Two values cannot reach p < 0.01 even fully separated (exact p = 1/3).
+        assert_eq!(ks_detectable_shift(&[0.0, 1.0], 0.01).unwrap(), None);
+        assert!(ks_detectable_shift(&x, 1.5).is_err());
+    }
 
     /// Proportion of monotone lattice paths from (0, 0) to (m, n) that at some point satisfy `crosses(x, y)`,
     /// counted exactly in integers (u128, so m + n ≤ 120).

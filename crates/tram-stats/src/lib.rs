@@ -5,7 +5,8 @@
 //! * [`paired_difference`] — paired (same seed) differences with their 95 % confidence interval;
 //! * [`wilcoxon`], [`wilcoxon_differences`] — `scipy.stats.wilcoxon` with its defaults;
 //! * [`ks_2samp`] — `scipy.stats.ks_2samp`, exact and asymptotic, with [`kstwo_sf`] and [`smirnov_sf`]
-//!   (`scipy.stats.kstwo.sf`, `scipy.special.smirnov`) behind it;
+//!   (`scipy.stats.kstwo.sf`, `scipy.special.smirnov`) behind it; [`ks_detectable_shift`], the smallest location
+//!   shift it detects on a given sample;
 //! * [`pearsonr`] — `scipy.stats.pearsonr`;
 //! * [`holm`] — Holm's step-down adjustment for many comparisons;
 //! * [`variance_sources`] — how much of a paired difference's variance over seeds comes from the test sets' size,
@@ -29,7 +30,7 @@ mod wilcoxon;
 pub use error::StatsError;
 pub use holm::holm;
 pub use kolmogorov::{kstwo_sf, smirnov_sf};
-pub use ks::{ks_2samp, KsMethod, KsResult};
+pub use ks::{ks_2samp, ks_detectable_shift, KsMethod, KsResult};
 pub use pearson::{pearsonr, Pearson};
 pub use power::{variance_sources, VarianceSources};
 pub use summary::{
