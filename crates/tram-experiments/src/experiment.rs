@@ -385,6 +385,8 @@ mod tests {
 
     #[test]
     fn extends_merges_tables_and_unset_removes_keys() {
+        use tram_vision::data::emoji::EmojiConfig;
+        use tram_vision::transfer::DataSpec;
         let exp = Experiment::load(&experiments().join("table3.toml")).unwrap();
         let (embedded, quick) = (exp.profile("embedded", &[]).unwrap(), exp.profile("quick", &[]).unwrap());
         assert_eq!(embedded.optimizer, quick.optimizer, "inherited");
@@ -392,7 +394,10 @@ mod tests {
             panic!("table3 is an image-transfer experiment")
         };
         assert_eq!((e.image_size, q.image_size), (64, 32), "overridden inside the task table");
-        assert_eq!(e.data, q.data, "the rest of the task table is inherited");
+        let (DataSpec::Emoji(ed), DataSpec::Emoji(qd)) = (&e.data, &q.data) else { panic!("the embedded emoji") };
+        assert_eq!((ed.test_fraction, qd.test_fraction), (0.5, 0.2), "overridden two tables deep");
+        assert_eq!(EmojiConfig { test_fraction: 0.5, ..qd.clone() }, *ed, "the rest of the data table is inherited");
+        assert_eq!(e.model, q.model, "the rest of the task table is inherited");
         assert!(e.augment.is_some() && q.augment.is_none(), "unset removes an inherited key");
     }
 
