@@ -305,6 +305,28 @@ impl RunDir {
         }
     }
 
+    /// Takes over the finished run in `from` (another profile's folder, same run id and configuration): copies
+    /// its files but the lock, `summary.json` last (it marks the run finished), each written atomically, and notes
+    /// where they came from in `reused-from.txt`. The caller holds this run's lock.
+    pub fn adopt(&self, from: &RunDir) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        let mut names: Vec<String> = std::fs::read_dir(&from.dir)
+            .with_context(|| format!("reading {}", from.dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != LOCK && n != "summary.json" && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names.push("summary.json".into());
+        atomic::write_bytes(&self.dir.join("reused-from.txt"), format!("{}\n", from.dir.display()).as_bytes())?;
+        for name in names {
+            let bytes = std::fs::read(from.dir.join(&name)).with_context(|| format!("reading {name}"))?;
+            atomic::write_bytes(&self.dir.join(&name), &bytes)?;
+        }
+        Ok(())
+    }
+
     /// Prepares a claimed run for training: removes what killed writers left (`.<name>.tmp-<pid>`,
     /// `.<name>.old-<pid>`), records the configuration and this attempt.
     pub fn begin(&self, config: &RunConfig, holder: &Holder, resumed_from_step: Option<u64>) -> Result<()> {

@@ -199,6 +199,16 @@ impl Trainer<'_> {
         }
         let checkpoints = p.dir.checkpoints(self.profile.checkpoint_every);
         let resumed_from = checkpoints.latest()?.map(|(step, _)| step);
+        if resumed_from.is_none() {
+            if let Some(from) = self.finished_elsewhere(p)? {
+                p.dir.adopt(&from)?;
+                lock.finish()?;
+                self.mp.suspend(|| {
+                    tracing::info!("{}: reused the finished run {} (same configuration)", p.id, from.dir.display())
+                });
+                return Ok(());
+            }
+        }
         lock.training()?;
         p.dir.begin(&p.config, &lock.holder, resumed_from)?;
         let steps = self.task.steps_per_epoch(&p.config.run)?;
@@ -240,6 +250,33 @@ impl Trainer<'_> {
             )
         });
         Ok(())
+    }
+}
+
+impl Trainer<'_> {
+    /// The same run (id and configuration), finished in another profile's folder of this experiment, if any (the
+    /// first by profile name); with `keep_weights`, only one that kept its weights. A profile that extends another
+    /// with more seeds or methods trains only what is new.
+    fn finished_elsewhere(&self, p: &Planned) -> Result<Option<RunDir>> {
+        let experiment = self.opts.results.join("runs").join(&self.exp.file.name);
+        let Ok(entries) = std::fs::read_dir(&experiment) else { return Ok(None) };
+        let mut profiles: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| *name != self.opts.profile)
+            .collect();
+        profiles.sort();
+        for profile in profiles {
+            let other = RunDir::new(&self.opts.results, &self.exp.file.name, &profile, &p.id);
+            if self.profile.keep_weights && !other.dir.join("model.safetensors").exists() {
+                continue;
+            }
+            if let Status::Finished(_) = other.status(&p.config)? {
+                return Ok(Some(other));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -190,6 +190,33 @@ fn shards_and_sweeps_sharing_a_results_folder_train_each_run_once() {
 }
 
 #[test]
+fn a_profile_that_extends_another_reuses_its_finished_runs() {
+    let _g = serial();
+    let results = scratch("reuse");
+    let r = results.to_str().unwrap();
+    let tiny = ["--set", "max_train_batches=2", "--set", "methods=[{name=\"base\"},{name=\"sam\"}]"];
+    ok(tram(&run_args(r, &tiny)).output().unwrap());
+    // The same experiment with a profile that adds a seed to quick.
+    let toml = results.join("table3.toml");
+    let text = read(&repo().join("experiments/table3.toml"));
+    std::fs::write(&toml, format!("{text}\n[profiles.more]\nextends = \"quick\"\nseeds = [0, 1]\n")).unwrap();
+    let args =
+        [&["run", toml.to_str().unwrap(), "--profile", "more", "--device", "cpu", "--results", r][..], &tiny].concat();
+    let log = ok(tram(&args).output().unwrap());
+    assert_eq!(log.matches("reused the finished run").count(), 2, "base-s0 and sam-s0 are quick's: {log}");
+    assert_eq!(log.matches(": training").count(), 2, "base-s1 and sam-s1 are new: {log}");
+    for id in ["base-s0", "sam-s0"] {
+        let (quick, more) = (runs(&results).join(id), results.join("runs/table3/more").join(id));
+        assert_eq!(read(&more.join("summary.json")), read(&quick.join("summary.json")));
+        assert_eq!(read(&more.join("examples.csv")), read(&quick.join("examples.csv")));
+        assert!(read(&more.join("reused-from.txt")).contains("runs/table3/quick"));
+    }
+    // Started again, every run of the profile is finished.
+    assert!(ok(tram(&args).output().unwrap()).contains("4 finished earlier, 0 to do"));
+    std::fs::remove_dir_all(&results).ok();
+}
+
+#[test]
 fn problems_stop_a_sweep_before_its_first_step() {
     let _g = serial();
     let results = scratch("problems");
