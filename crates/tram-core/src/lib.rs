@@ -34,6 +34,7 @@ pub mod model;
 pub mod noise;
 pub mod schedule;
 pub mod step;
+pub mod testing;
 
 pub use ascent::{Ascent, TramEps};
 pub use base::{BaseConfig, BaseOptimizer};

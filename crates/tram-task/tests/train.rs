@@ -2,17 +2,12 @@
 //! steps per epoch, accumulation, evaluation points, selection, the schedule's length, the saved weights, and a run
 //! interrupted in the middle of an epoch and resumed from its checkpoint.
 
-use std::sync::{Mutex, MutexGuard};
-
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 use tram_core::{BaseConfig, Decay, InputNoise, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig};
 use tram_task::{train, Domain, EpochBatches, Evaluation, RunContext, RunSettings, Selection, Split, TrainData};
 
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use tram_core::testing::serial;
 
 struct Linear {
     vs: nn::VarStore,

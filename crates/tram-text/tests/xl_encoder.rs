@@ -11,8 +11,8 @@ use tram_core::Model;
 use tram_text::classifier::{load_weights, FrozenPrefix, NoiseAt, Pooling, SequenceClassifier, TextBatch};
 use tram_text::encoder::{read_snapshot_weights, EncoderConfig, EncoderStack};
 
-/// Tests that draw from torch's global generator (new heads) run one at a time.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+// Tests that draw from torch's global generator run one at a time.
+use tram_core::testing::serial;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/xl")
@@ -61,7 +61,7 @@ fn max_diff_tokens(a: &Tensor, b: &Tensor, mask: &Tensor) -> f64 {
 
 #[test]
 fn xlm_roberta_matches_transformers() {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = serial();
     let dir = fixtures().join("tiny-xlmr");
     let config = EncoderConfig::from_dir(&dir).unwrap();
     assert_eq!(config.base_prefix(), "roberta");
@@ -115,7 +115,7 @@ fn xlm_roberta_matches_transformers() {
 #[test]
 fn bert_positions_start_at_zero() {
     // The stack draws its initial weights from torch's generator: not while another test re-seeds it.
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = serial();
     let dir = fixtures().join("tiny-bert");
     let config = EncoderConfig::from_dir(&dir).unwrap();
     assert_eq!(config.base_prefix(), "bert");
@@ -133,7 +133,7 @@ fn bert_positions_start_at_zero() {
 
 #[test]
 fn frozen_prefix_and_its_cache_give_the_full_models_logits() {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = serial();
     let dir = fixtures().join("tiny-xlmr");
     let config = EncoderConfig::from_dir(&dir).unwrap();
     let tensors = read_snapshot_weights(&dir, config.base_prefix()).unwrap();

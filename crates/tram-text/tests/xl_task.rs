@@ -12,8 +12,8 @@ use tram_task::{AnalysisSettings, Domain, RunContext, RunSettings, Selection, Sp
 use tram_text::data::nli;
 use tram_text::xlingual_task::CrossLingualConfig;
 
-/// Tests that draw from torch's global generator (new heads, dropout) run one at a time.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+// Tests that draw from torch's global generator run one at a time.
+use tram_core::testing::serial;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/xl")
@@ -74,7 +74,7 @@ fn nli_readers_take_both_hub_layouts_and_drop_unlabelled_pairs() {
 
 #[test]
 fn runs_tram_variants_end_to_end_and_saves_what_table_6_needs() {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = serial();
     for (trainable, noise_at) in
         [("\"all\"", "embeddings"), ("{ top-layers = 1 }", "embeddings"), ("{ top-layers = 1 }", "cached")]
     {
@@ -163,7 +163,7 @@ fn runs_tram_variants_end_to_end_and_saves_what_table_6_needs() {
 
 #[test]
 fn noise_methods_and_timing_run_on_the_cached_prefix() {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = serial();
     let task = config("trainable = { top-layers = 2 }\npooling = \"mean\"").build().unwrap();
     let mut methods: Vec<OptimizerConfig> =
         [MethodName::Base, MethodName::R3f, MethodName::TramFisher, MethodName::Sam, MethodName::AsamR3f]
@@ -199,7 +199,7 @@ fn tempdir() -> PathBuf {
 
 #[test]
 fn own_folders_with_a_checksum_manifest_are_checked_before_loading() {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = serial();
     let f = fixtures();
     let dir = std::env::temp_dir().join(format!("tram-xl-manifest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

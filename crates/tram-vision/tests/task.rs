@@ -9,13 +9,9 @@ use tram_vision::data::emoji::{self, EmojiConfig};
 use tram_vision::data::{Loader, LoaderConfig, Normalization, TransferData, Transform};
 use tram_vision::transfer::{TransferConfig, TransferTask};
 
-/// torch's generator is global: tests that draw from it (dropout, drop-connect, noise) run one at a time, or
-/// they would consume each other's random numbers.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
+// torch's generator is global: tests that draw from it (dropout, drop-connect, noise) run one at a time, or
+// they would consume each other's random numbers.
+use tram_core::testing::serial;
 
 fn small_data() -> TransferData {
     let mut data = emoji::load(&EmojiConfig::default()).unwrap_or_else(|e| panic!("{e}"));

@@ -3,17 +3,13 @@
 //! train, and the lock that keeps tests that seed torch's generator apart.
 #![allow(dead_code)]
 
-use std::sync::{Mutex, MutexGuard};
-
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 use tram_core::{BaseConfig, InputNoise, LrSchedule, MethodConfig, MethodName, Model, OptimizerConfig};
 
 /// torch's random generator is global to the process: tests that seed it must not interleave.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+#[allow(unused_imports)]
+pub use tram_core::testing::serial;
 
 /// Inputs `[N, features]` and class labels `[N]`.
 pub struct Batch {
