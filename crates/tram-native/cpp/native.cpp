@@ -1,0 +1,84 @@
+// The libtorch and glibc calls tch 0.24 does not expose, as plain C functions for tram-native's FFI. Every
+// function catches what libtorch throws: an exception must not cross into Rust.
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <malloc.h>
+
+#include <climits>
+#include <cstdio>
+#include <exception>
+
+namespace {
+// c10::DeviceType of the two devices tram runs on.
+c10::DeviceType device_type(int cuda) { return cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
+}  // namespace
+
+extern "C" {
+
+// Enters an autocast region for the device with `dtype` (a c10::ScalarType value) and reports the region it
+// replaces, as torch.autocast's __enter__: the previous enabled flag and dtype, restored by tram_autocast_exit.
+// Returns 0, or 1 when libtorch refused (message written to stderr).
+int tram_autocast_enter(int cuda, int dtype, int* prev_enabled, int* prev_dtype) {
+  try {
+    auto dev = device_type(cuda);
+    *prev_enabled = at::autocast::is_autocast_enabled(dev) ? 1 : 0;
+    *prev_dtype = static_cast<int>(at::autocast::get_autocast_dtype(dev));
+    at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(dtype));
+    at::autocast::set_autocast_enabled(dev, true);
+    at::autocast::increment_nesting();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tram-native: autocast: %s\n", e.what());
+    return 1;
+  }
+}
+
+// Leaves the region: the cache of casted weights is cleared when the outermost region ends (as torch.autocast's
+// __exit__), so that weights changed between two regions are cast again.
+int tram_autocast_exit(int cuda, int prev_enabled, int prev_dtype) {
+  try {
+    auto dev = device_type(cuda);
+    if (at::autocast::decrement_nesting() == 0) {
+      at::autocast::clear_cache();
+    }
+    at::autocast::set_autocast_enabled(dev, prev_enabled != 0);
+    at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(prev_dtype));
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tram-native: autocast: %s\n", e.what());
+    return 1;
+  }
+}
+
+int tram_autocast_enabled(int cuda) {
+  try {
+    return at::autocast::is_autocast_enabled(device_type(cuda)) ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+// TF32 for float32 matmuls and convolutions on CUDA (torch.set_float32_matmul_precision("high") and
+// torch.backends.cudnn.allow_tf32), or back to IEEE float32 matmuls.
+int tram_set_tf32(int allow) {
+  try {
+    at::globalContext().setFloat32MatmulPrecision(allow ? "high" : "highest");
+    at::globalContext().setAllowTF32CuDNN(allow != 0);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tram-native: tf32: %s\n", e.what());
+    return 1;
+  }
+}
+
+// glibc serves allocations above a threshold (32 MiB at most, adaptively) with mmap and gives them back to the
+// kernel on free; a step over large temporaries (logits over a 49k vocabulary) then pays page faults for every
+// one of them, every step. Serving every allocation from the heap and never trimming it keeps that memory mapped.
+// Returns 1 when both settings were accepted.
+int tram_keep_freed_memory(void) {
+  int a = mallopt(M_MMAP_MAX, 0);
+  int b = mallopt(M_TRIM_THRESHOLD, INT_MAX);
+  return a == 1 && b == 1;
+}
+
+}  // extern "C"
