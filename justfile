@@ -28,10 +28,15 @@ test: setup assets
 test-core: setup
     cargo test -p tram-core
 
-# Formatting and lints, as CI runs them.
-lint: setup
+# Formatting, lints and the Markdown files' relative links, as CI runs them.
+lint: links setup
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Every relative link (and #anchor) in the repository's Markdown files resolves; no build, Python 3 only.
+links:
+    python3 tools/check-links.py --self-test
+    python3 tools/check-links.py
 
 # Fetch the offline weights and data of the embedded experiments into the cache folder; idempotent.
 assets *GROUPS:
