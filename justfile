@@ -72,7 +72,7 @@ doctor: setup build
     ./target/release/tram doctor
 
 # CI regression: the quick profiles (seed 0), each metric within its tolerance in tests/regression/: counts exactly,
-# the first steps' losses and norms to rounding, outcomes to their spread over seeds (README, "Regression").
+# the first steps' losses and norms to rounding, outcomes to their spread over seeds (docs/regression.md).
 regress: setup assets
     cargo build -p tram-experiments
     rm -rf target/regress
