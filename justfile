@@ -28,10 +28,15 @@ test: setup assets
 test-core: setup
     cargo test -p tram-core
 
-# Formatting and lints, as CI runs them.
-lint: setup
+# Formatting, lints and the Markdown files' relative links, as CI runs them.
+lint: links setup
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Every relative link (and #anchor) in the repository's Markdown files resolves; no build, Python 3 only.
+links:
+    python3 tools/check-links.py --self-test
+    python3 tools/check-links.py
 
 # Fetch the offline weights and data of the embedded experiments into the cache folder; idempotent.
 assets *GROUPS:
@@ -67,7 +72,7 @@ doctor: setup build
     ./target/release/tram doctor
 
 # CI regression: the quick profiles (seed 0), each metric within its tolerance in tests/regression/: counts exactly,
-# the first steps' losses and norms to rounding, outcomes to their spread over seeds (README, "Regression").
+# the first steps' losses and norms to rounding, outcomes to their spread over seeds (docs/regression.md).
 regress: setup assets
     cargo build -p tram-experiments
     rm -rf target/regress
