@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::config::OptimizerConfig;
 use crate::error::{checkpoint_err, Result};
 use crate::model::{copy_into, Model};
-use crate::step::{DriverState, DriverStateMut, OptimizerConfig, Progress, StepDriver};
+use crate::precision::LossScale;
+use crate::step::{DriverState, DriverStateMut, Progress, StepDriver};
 
 const FORMAT: u32 = 1;
 
@@ -28,6 +30,9 @@ struct Manifest {
     step: u64,
     consecutive_skips: u32,
     skipped_total: u64,
+    /// fp16's loss scale and its steps since the last overflow (absent in the other precisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss_scale: Option<(f64, u32)>,
     base_steps: Vec<u64>,
     config: OptimizerConfig,
     param_names: Vec<String>,
@@ -75,6 +80,7 @@ impl StepDriver {
             step: progress.step,
             consecutive_skips: progress.consecutive_skips,
             skipped_total: progress.skipped_total,
+            loss_scale: progress.loss_scale.map(|s| (s.scale, s.good_steps)),
             base_steps,
             config: self.config().clone(),
             param_names: vars.param_names.clone(),
@@ -173,6 +179,10 @@ impl StepDriver {
             step: manifest.step,
             consecutive_skips: manifest.consecutive_skips,
             skipped_total: manifest.skipped_total,
+            loss_scale: match manifest.loss_scale {
+                Some((scale, good_steps)) => Some(LossScale { scale, good_steps }),
+                None => progress.loss_scale,
+            },
         };
         let extra = match std::fs::read_to_string(dir.join(EXTRA)) {
             Ok(text) => Some(text),

@@ -9,7 +9,8 @@
 //! - [`base`] and [`schedule`]: SGD, Adam, AdamW with saveable state, and learning-rate schedules;
 //! - [`method`]: one registry row per method of the paper ([`method::METHODS`]) and the config that resolves a
 //!   name into those pieces;
-//! - [`step::StepDriver`]: runs one step of any [`method::Method`] against any [`Model`], counting its passes.
+//! - [`step::StepDriver`]: runs one step of any [`method::Method`] against any [`Model`], counting its passes, in
+//!   float32 or mixed precision ([`precision`]).
 //!
 //! ```no_run
 //! # use tram_core::*;
@@ -27,21 +28,27 @@
 pub mod ascent;
 pub mod base;
 mod checkpoint;
+pub mod config;
 pub mod divergence;
 pub mod error;
 pub mod method;
 pub mod model;
 pub mod noise;
+pub mod precision;
+pub mod report;
 pub mod schedule;
 pub mod step;
 pub mod testing;
 
 pub use ascent::{Ascent, TramEps};
 pub use base::{BaseConfig, BaseOptimizer};
+pub use config::{OptimizerConfig, DEFAULT_MAX_CONSECUTIVE_SKIPS};
 pub use divergence::{Divergence, DivergenceKind, Reduction};
 pub use error::{Error, Result};
 pub use method::{Description, Method, MethodConfig, MethodInfo, MethodName, Role, Target, TrustRegion};
 pub use model::Model;
 pub use noise::{InputNoise, NoiseKind, NoiseSpec};
+pub use precision::Precision;
+pub use report::{StepReport, StepTiming};
 pub use schedule::{Decay, LrSchedule};
-pub use step::{forward_seed, OptimizerConfig, StepDriver, StepReport, StepTiming};
+pub use step::{forward_seed, StepDriver};

@@ -13,105 +13,22 @@
 //! Randomness is seeded per step and micro-batch (see [`forward_seed`]), so dropout masks agree between the
 //! passes of a step, resumed runs repeat bit for bit, and a reference implementation can reproduce the noise.
 
-use std::ops::Range;
+mod accumulate;
+
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use self::accumulate::{add, AscentNorms, Group, Sums};
 use crate::ascent::{global_norm, Ascent};
-use crate::base::{tensor_bytes, BaseConfig, BaseOptimizer};
+use crate::base::{tensor_bytes, BaseOptimizer};
+pub use crate::config::{OptimizerConfig, DEFAULT_MAX_CONSECUTIVE_SKIPS};
 use crate::error::{config_err, Error, Result};
-use crate::method::{Method, MethodConfig, Role, Target, TrustRegion};
+use crate::method::{Method, Role, Target, TrustRegion};
 use crate::model::{copy_into, snapshot, Model, Variables};
 use crate::noise::{InputNoise, NoiseSpec};
-use crate::schedule::LrSchedule;
-
-/// Consecutive non-finite steps tolerated before [`Error::NonFinite`], unless configured.
-pub const DEFAULT_MAX_CONSECUTIVE_SKIPS: u32 = 5;
-
-/// Everything that configures training with one method.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OptimizerConfig {
-    pub method: MethodConfig,
-    pub base: BaseConfig,
-    pub schedule: LrSchedule,
-    /// Clip the descent gradient to this global L2 norm (before the base step only; the ascent is normalised).
-    #[serde(default)]
-    pub clip_grad_norm: Option<f64>,
-    /// m-sharpness: one ascent per micro-batch (of size m) instead of one for the whole step.
-    #[serde(default)]
-    pub m_sharpness: bool,
-    /// Fail after this many consecutive steps with a non-finite loss or gradient (each one is skipped).
-    #[serde(default = "default_max_consecutive_skips")]
-    pub max_consecutive_skips: u32,
-    /// Seed of the per-step randomness (dropout, input noise).
-    #[serde(default)]
-    pub seed: u64,
-}
-
-fn default_max_consecutive_skips() -> u32 {
-    DEFAULT_MAX_CONSECUTIVE_SKIPS
-}
-
-impl OptimizerConfig {
-    pub fn new(method: MethodConfig, base: BaseConfig, schedule: LrSchedule) -> Self {
-        Self {
-            method,
-            base,
-            schedule,
-            clip_grad_norm: None,
-            m_sharpness: false,
-            max_consecutive_skips: DEFAULT_MAX_CONSECUTIVE_SKIPS,
-            seed: 0,
-        }
-    }
-
-    /// Refuses what [`StepDriver::new`] would refuse without needing the model (the method, the base optimizer,
-    /// the schedule, clipping, the skip limit), so that a runner can check a whole sweep before its first step.
-    pub fn validate(&self) -> Result<()> {
-        self.method.build()?;
-        self.base.validate()?;
-        self.schedule.validate()?;
-        if let Some(c) = self.clip_grad_norm {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(config_err(format!("clip_grad_norm must be > 0, got {c}")));
-            }
-        }
-        if self.max_consecutive_skips == 0 {
-            return Err(config_err("max_consecutive_skips must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
-/// What one step did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepReport {
-    /// The step index (0-based) this report is for.
-    pub step: u64,
-    pub lr: f64,
-    /// Task loss of pass 1 (the clean batch at θ; x + z for TRAM-Fisher), without any regulariser.
-    pub loss: f64,
-    /// Task loss of pass 2 at θ + ε, for ascent methods.
-    pub perturbed_loss: Option<f64>,
-    /// The divergence d (pass 1) for TRAM and the regularisers.
-    pub divergence: Option<f64>,
-    /// The ascent radius used (ρ, γ, or TRAM's d after any cap).
-    pub radius: Option<f64>,
-    /// ‖ε‖₂ (over all micro-batch groups, the mean).
-    pub eps_norm: Option<f64>,
-    /// ‖g‖₂ of the pass-1 gradient.
-    pub grad_norm: f64,
-    /// ‖∇‖₂ of the descent gradient, before clipping.
-    pub descent_grad_norm: f64,
-    pub forward_passes: u32,
-    pub backward_passes: u32,
-    pub micro_batches: u32,
-    /// The step produced a non-finite value and was skipped (no parameter or state changed).
-    pub skipped: bool,
-}
+use crate::precision::LossScale;
+pub use crate::report::{StepReport, StepTiming};
 
 /// The seed of the forward pass of micro-batch `micro` at `step` (stream 0) and of its input noise (stream 1):
 /// `(seed mod 10⁶)·10⁹ + step·10³ + 2·micro + stream`.
@@ -131,6 +48,8 @@ pub struct StepDriver {
     /// θ_{t−1}, θ_0 or the EMA, when the target holds parameters.
     target: Option<Vec<Tensor>>,
     progress: Progress,
+    /// Where the parameters live: the device of the passes' autocast regions.
+    device: Device,
     /// Passes and model time of the current step so far.
     cost: StepCost,
     last_timing: StepTiming,
@@ -143,6 +62,8 @@ pub(crate) struct Progress {
     pub step: u64,
     pub consecutive_skips: u32,
     pub skipped_total: u64,
+    /// fp16's dynamic loss scale (none in the other precisions).
+    pub loss_scale: Option<LossScale>,
 }
 
 /// The driver's state as a checkpoint reads it.
@@ -161,178 +82,12 @@ pub(crate) struct DriverStateMut<'a> {
     pub progress: &'a mut Progress,
 }
 
-/// Where the time of the last step went (wall clock; on CUDA, kernels run asynchronously, so synchronise
-/// before reading it if you need exact figures).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct StepTiming {
-    pub total: Duration,
-    /// Inside the model's forward, loss and backward calls.
-    pub model: Duration,
-}
-
-impl StepTiming {
-    /// The optimizer's own work (ascent, copies, restore, descent, target update) as a share of the step.
-    pub fn optimizer_share(&self) -> f64 {
-        let total = self.total.as_secs_f64();
-        if total > 0.0 {
-            (total - self.model.as_secs_f64()).max(0.0) / total
-        } else {
-            0.0
-        }
-    }
-}
-
 /// Passes run and time spent inside the model during the current step.
 #[derive(Debug, Clone, Copy, Default)]
-struct StepCost {
+pub(crate) struct StepCost {
     forward_passes: u32,
     backward_passes: u32,
     model_time: Duration,
-}
-
-/// Micro-batches whose gradients meet in one ascent: all of a step's micro-batches, or (m-sharpness) one
-/// each. Every mean over them is weighted by the micro-batches' sizes.
-#[derive(Debug, Clone)]
-struct Group<'s> {
-    micros: Range<usize>,
-    /// The sizes of all the step's micro-batches (indexed by micro-batch).
-    sizes: &'s [f64],
-    /// The group's number of examples.
-    total: f64,
-}
-
-impl<'s> Group<'s> {
-    fn new(micros: Range<usize>, sizes: &'s [f64]) -> Self {
-        let total = sizes[micros.clone()].iter().sum();
-        Self { micros, sizes, total }
-    }
-
-    /// The groups of a step: one per micro-batch with m-sharpness, otherwise one for all.
-    fn split(sizes: &'s [f64], per_micro_batch: bool) -> Vec<Self> {
-        if per_micro_batch {
-            (0..sizes.len()).map(|i| Group::new(i..i + 1, sizes)).collect()
-        } else {
-            vec![Group::new(0..sizes.len(), sizes)]
-        }
-    }
-
-    fn micros(&self) -> Range<usize> {
-        self.micros.clone()
-    }
-
-    /// Micro-batch `i`'s weight in the group's mean.
-    fn weight(&self, i: usize) -> f64 {
-        self.sizes[i] / self.total
-    }
-
-    /// Micro-batch `i`'s term of the group's mean of `value`.
-    fn term(&self, value: f64, i: usize) -> f64 {
-        value * self.sizes[i] / self.total
-    }
-}
-
-/// The report's values, summed as the groups of a step run.
-struct Sums<'s> {
-    /// The whole step, for the means over all micro-batches.
-    step: Group<'s>,
-    /// Number of groups, the divisor of the per-group means.
-    groups: f64,
-    loss: f64,
-    perturbed_loss: Option<f64>,
-    divergence: Option<f64>,
-    radius: Option<f64>,
-    eps_norm: Option<f64>,
-    grad_norm: f64,
-    /// With several groups, their pass-2 gradients summed (the gradients are cleared after each group).
-    grads: Option<Vec<Option<Tensor>>>,
-}
-
-/// ‖g‖₂, r and ‖ε‖₂ of one ascent.
-struct AscentNorms {
-    grad: f64,
-    radius: f64,
-    eps: f64,
-}
-
-impl<'s> Sums<'s> {
-    fn new(step: Group<'s>, groups: usize) -> Self {
-        Self {
-            step,
-            groups: groups as f64,
-            loss: 0.0,
-            perturbed_loss: None,
-            divergence: None,
-            radius: None,
-            eps_norm: None,
-            grad_norm: 0.0,
-            grads: None,
-        }
-    }
-
-    fn add_loss(&mut self, loss: f64, i: usize) {
-        self.loss += self.step.term(loss, i);
-    }
-
-    fn add_perturbed_loss(&mut self, loss: f64, i: usize) {
-        add(&mut self.perturbed_loss, self.step.term(loss, i));
-    }
-
-    /// A group's d and ‖g‖ (d's mean over groups is taken term by term, ‖g‖'s in the report).
-    fn add_group(&mut self, divergence: Option<f64>, grad_norm: f64) {
-        if let Some(d) = divergence {
-            add(&mut self.divergence, d / self.groups);
-        }
-        self.grad_norm += grad_norm;
-    }
-
-    /// A group's ascent radius and ‖ε‖.
-    fn add_ascent(&mut self, norms: &AscentNorms) {
-        add(&mut self.radius, norms.radius / self.groups);
-        add(&mut self.eps_norm, norms.eps / self.groups);
-    }
-
-    /// Adds a group's gradients to the sum over groups.
-    fn accumulate(&mut self, grads: Vec<Option<Tensor>>) {
-        let Some(sum) = &mut self.grads else {
-            self.grads = Some(grads.iter().map(|g| g.as_ref().map(|g| g.detach().copy())).collect());
-            return;
-        };
-        tch::no_grad(|| {
-            for (s, g) in sum.iter_mut().zip(&grads) {
-                match (s.as_mut(), g) {
-                    (Some(s), Some(g)) => {
-                        let _ = s.g_add_(g);
-                    }
-                    (None, Some(g)) => *s = Some(g.detach().copy()),
-                    _ => {}
-                }
-            }
-        })
-    }
-
-    fn report(&self, step: u64, lr: f64, descent_grad_norm: f64, cost: StepCost) -> StepReport {
-        let values = [self.loss, self.perturbed_loss.unwrap_or(0.0), self.divergence.unwrap_or(0.0), descent_grad_norm];
-        StepReport {
-            step,
-            lr,
-            loss: self.loss,
-            perturbed_loss: self.perturbed_loss,
-            divergence: self.divergence,
-            radius: self.radius,
-            eps_norm: self.eps_norm,
-            grad_norm: self.grad_norm / self.groups,
-            descent_grad_norm,
-            forward_passes: cost.forward_passes,
-            backward_passes: cost.backward_passes,
-            micro_batches: self.step.micros.len() as u32,
-            skipped: !values.iter().all(|v| v.is_finite()),
-        }
-    }
-}
-
-/// `slot += value`, starting from 0.
-fn add(slot: &mut Option<f64>, value: f64) {
-    *slot.get_or_insert(0.0) += value;
 }
 
 /// What pass 1 leaves for the ascent.
@@ -355,6 +110,8 @@ impl StepDriver {
         config.validate()?;
         let method = config.method.build()?;
         let vars = Variables::of(model.var_store())?;
+        let device = vars.params[0].device();
+        config.precision.prepare(device)?;
         let base = BaseOptimizer::new(config.base.clone(), vars.params.len())?;
         // θ is saved for the restore after an ascent, and to become θ_{t−1} after the step.
         let needs_saved =
@@ -364,6 +121,7 @@ impl StepDriver {
             Some(TrustRegion { target, .. }) if target.holds_parameters() => Some(snapshot(&vars.params)),
             _ => None,
         };
+        let progress = Progress { loss_scale: LossScale::for_precision(config.precision), ..Progress::default() };
         Ok(Self {
             config,
             method,
@@ -371,7 +129,8 @@ impl StepDriver {
             base,
             saved,
             target,
-            progress: Progress::default(),
+            progress,
+            device,
             cost: StepCost::default(),
             last_timing: StepTiming::default(),
         })
@@ -429,6 +188,7 @@ impl StepDriver {
         let start_buffers = self.begin();
         for group in &groups {
             let pass1 = self.pass_one(model, micro_batches, group, &mut target_outputs, &mut sums); // 1.
+            self.unscale_grads();
             let Some(rule) = self.method.ascent else {
                 sums.add_group(pass1.divergence, grad_norm(&self.grads()));
                 continue;
@@ -438,6 +198,7 @@ impl StepDriver {
             let divergence = radius.as_ref().map(|d| d.double_value(&[])).or(pass1.divergence);
             let norms = self.ascend(rule, radius.as_ref())?; // 3.
             self.pass_two(model, micro_batches, group, &mut target_outputs, &mut sums); // 4.
+            self.unscale_grads();
             self.restore(&after_pass1); // 5. (restore)
             sums.add_group(divergence, norms.grad);
             sums.add_ascent(&norms);
@@ -447,11 +208,16 @@ impl StepDriver {
             }
         }
         let grads = sums.grads.take().unwrap_or_else(|| self.grads());
-        let report = sums.report(self.progress.step, lr, grad_norm(&grads), self.cost);
-        if report.skipped {
+        let mut report = sums.report(self.progress.step, lr, grad_norm(&grads), self.cost);
+        report.loss_scale = self.progress.loss_scale.map(|s| s.scale);
+        if report.skipped || (self.progress.loss_scale.is_some() && !report.grad_norm.is_finite()) {
+            report.skipped = true;
             return self.skip(report, &start_buffers);
         }
         self.progress.consecutive_skips = 0;
+        if let Some(scale) = self.progress.loss_scale.as_mut() {
+            scale.stepped();
+        }
         self.descend(grads, report.descent_grad_norm, lr); // 5. (clip, base step)
         self.update_target(); // 6.
         self.progress.step += 1;
@@ -590,6 +356,14 @@ impl StepDriver {
         let p = &mut self.progress;
         p.step += 1;
         p.skipped_total += 1;
+        // fp16: a finite loss at θ with a non-finite value after it is an overflow of the scaled gradients.
+        if let (Some(scale), true) = (p.loss_scale.as_mut(), report.loss.is_finite()) {
+            scale.overflowed();
+            if scale.scale < LossScale::FLOOR {
+                return Err(Error::NonFinite { count: p.consecutive_skips + 1, step: p.step - 1 });
+            }
+            return Ok(report);
+        }
         p.consecutive_skips += 1;
         if p.consecutive_skips >= self.config.max_consecutive_skips {
             return Err(Error::NonFinite { count: p.consecutive_skips, step: p.step - 1 });
@@ -619,7 +393,10 @@ impl StepDriver {
             }
         }
         let logits = self.forward(model, batch, micro, noise);
-        let task = self.timed(|| model.loss(&logits, batch));
+        let task = {
+            let _region = self.config.precision.autocast(self.device);
+            self.timed(|| model.loss(&logits, batch))
+        };
         let mut restore_buffers = None;
         let (objective, divergence) = match regulariser {
             None => (task.shallow_clone(), None),
@@ -640,7 +417,9 @@ impl StepDriver {
                 (&task + d * lambda, Some(value))
             }
         };
-        self.timed(|| (objective * weight).backward());
+        // fp16 backpropagates the scaled loss; [`Self::unscale_grads`] divides the scale out again.
+        let scale = self.progress.loss_scale.map_or(1.0, |s| s.scale);
+        self.timed(|| (objective * (weight * scale)).backward());
         self.cost.backward_passes += 1;
         if let Some(b) = restore_buffers {
             copy_into(&mut self.vars.buffers, &b);
@@ -679,6 +458,9 @@ impl StepDriver {
     fn forward<M: Model>(&mut self, model: &M, batch: &M::Batch, micro: usize, noise: Option<&InputNoise>) -> Tensor {
         tch::manual_seed(forward_seed(self.config.seed, self.progress.step, micro, 0));
         self.cost.forward_passes += 1;
+        // One autocast region per pass (none in float32): its end drops the casts of θ, which the ascent, the
+        // restore and the target swap change between passes.
+        let _region = self.config.precision.autocast(self.device);
         self.timed(|| model.forward(batch, true, noise))
     }
 
@@ -706,6 +488,16 @@ impl StepDriver {
                 g.defined().then_some(g)
             })
             .collect()
+    }
+
+    /// fp16: the gradients of the passes so far back to the loss's scale (a power of two: exact).
+    fn unscale_grads(&mut self) {
+        let Some(scale) = self.progress.loss_scale.map(|s| s.scale) else { return };
+        tch::no_grad(|| {
+            for g in self.grads().into_iter().flatten() {
+                let _ = g.detach().g_div_scalar_(scale);
+            }
+        });
     }
 
     fn zero_grad(&mut self) {

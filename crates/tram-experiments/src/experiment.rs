@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tram_core::{BaseConfig, LrSchedule, MethodConfig, OptimizerConfig};
+use tram_core::{BaseConfig, LrSchedule, MethodConfig, OptimizerConfig, Precision};
 use tram_task::{DeviceChoice, RunSettings, Selection, Task};
 
 /// The table an experiment produces.
@@ -90,6 +90,10 @@ pub struct Profile {
     pub m_sharpness: bool,
     #[serde(default = "five")]
     pub max_consecutive_skips: u32,
+    /// The arithmetic of the passes: `fp32` (default), `tf32` (CUDA), `bf16` or `fp16` (mixed precision with
+    /// float32 master weights; tram_core::precision).
+    #[serde(default)]
+    pub precision: Precision,
     pub epochs: usize,
     pub batch_size: usize,
     #[serde(default = "one")]
@@ -295,6 +299,7 @@ impl Profile {
         optimizer.clip_grad_norm = self.clip_grad_norm;
         optimizer.m_sharpness = self.m_sharpness;
         optimizer.max_consecutive_skips = self.max_consecutive_skips;
+        optimizer.precision = self.precision;
         optimizer.seed = seed;
         RunSettings {
             optimizer,

@@ -157,6 +157,9 @@ fn main() {
         .with_target(false)
         .init();
     polars_display_defaults();
+    // A step frees and allocates the same large temporaries (logits over a vocabulary) every time: keep them
+    // mapped instead of returning them to the kernel and faulting them in again.
+    tram_native::keep_freed_memory();
     let result = match Cli::parse().command {
         Command::Run { experiment, profile, overrides, device, results, paper, fresh, shard } => {
             run(&experiment, profile, &overrides, &device, results, &paper, fresh, shard.as_deref())

@@ -160,7 +160,11 @@ pub fn train<M: Model>(
     optimizer.schedule = optimizer.schedule.with_total_steps_if_unset((steps_per_epoch * run.epochs) as u64);
     let evaluate = |data: &mut dyn TrainData<M>, epoch, steps, train_loss, train_seconds, data_wait_seconds| {
         let t = Instant::now();
-        let evals = data.evaluate(model)?;
+        // Evaluation computes in the run's precision too (an autocast region in bf16 and fp16).
+        let evals = {
+            let _region = run.optimizer.precision.autocast(model.var_store().device());
+            data.evaluate(model)?
+        };
         Ok::<_, crate::Error>(EpochEval {
             epoch,
             steps,

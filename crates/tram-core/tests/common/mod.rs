@@ -79,6 +79,11 @@ pub struct Mlp {
 impl Mlp {
     /// The model, initialised by torch's default initialisers from `seed`.
     pub fn build(&self, seed: i64) -> Net {
+        self.build_as(seed, Kind::Double)
+    }
+
+    /// [`Mlp::build`] in another dtype (float32 for mixed precision, which casts float32 tensors only).
+    pub fn build_as(&self, seed: i64, kind: Kind) -> Net {
         tch::manual_seed(seed);
         let mut vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
@@ -96,7 +101,7 @@ impl Mlp {
         if self.unused {
             let _ = root.randn("unused", &[5], 0.0, 1.0);
         }
-        vs.set_kind(Kind::Double);
+        vs.set_kind(kind);
         Net::new(vs, layers)
     }
 }
@@ -112,10 +117,14 @@ pub fn mlp_without_bn(seed: i64) -> Net {
 }
 
 pub fn batches(seed: i64, n: usize, rows: i64) -> Vec<Batch> {
+    batches_as(seed, n, rows, Kind::Double)
+}
+
+pub fn batches_as(seed: i64, n: usize, rows: i64, kind: Kind) -> Vec<Batch> {
     tch::manual_seed(seed);
     (0..n)
         .map(|_| {
-            let x = Tensor::randn([rows, 4], (Kind::Double, Device::Cpu));
+            let x = Tensor::randn([rows, 4], (kind, Device::Cpu));
             // A learnable rule: the class is the argmax of the first three features.
             let y = x.narrow(1, 0, 3).argmax(1, false);
             Batch { x, y }
