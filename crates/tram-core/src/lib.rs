@@ -45,7 +45,7 @@ pub use base::{BaseConfig, BaseOptimizer};
 pub use config::{OptimizerConfig, DEFAULT_MAX_CONSECUTIVE_SKIPS};
 pub use divergence::{Divergence, DivergenceKind, Reduction};
 pub use error::{Error, Result};
-pub use method::{Description, Method, MethodConfig, MethodInfo, MethodName, Role, Target, TrustRegion};
+pub use method::{Description, Method, MethodConfig, MethodInfo, MethodName, Role, Target, TargetMode, TrustRegion};
 pub use model::Model;
 pub use noise::{InputNoise, NoiseKind, NoiseSpec};
 pub use precision::Precision;

@@ -87,17 +87,27 @@ const ASAM: Option<Ascent> = Some(Ascent::Asam { rho: ASAM_RHO, eta: ASAM_ETA })
 const FISHER: Option<Ascent> = Some(Ascent::Fisher { gamma: FSAM_GAMMA, eta: FSAM_ETA });
 /// Eq. 7: ASAM's rule with the radius d.
 const TRAM: Option<Ascent> = Some(Ascent::Tram { eta: ASAM_ETA, max_radius: None, eps: TramEps::Paper });
-const NOISE: NoiseSpec = NoiseSpec { sigma: SIGMA, kind: NoiseKind::Gaussian };
+const NOISE: NoiseSpec = NoiseSpec { sigma: SIGMA, kind: NoiseKind::Gaussian, relative: false };
 const EMA: Target = Target::Ema { decay: EMA_DECAY };
 
 /// TRAM: d(target ‖ θ), forward KL (App. C.5), as the ascent radius.
 const fn radius(target: Target) -> Option<TrustRegion> {
-    Some(TrustRegion { target, divergence: Divergence::new(DivergenceKind::KlForward), role: Role::Radius })
+    Some(TrustRegion {
+        target,
+        target_mode: TargetMode::Train,
+        divergence: Divergence::new(DivergenceKind::KlForward),
+        role: Role::Radius,
+    })
 }
 
 /// TRPO, R3F, MESA: λ·d(target ‖ θ) added to the loss.
 const fn regulariser(target: Target, kind: DivergenceKind) -> Option<TrustRegion> {
-    Some(TrustRegion { target, divergence: Divergence::new(kind), role: Role::Regulariser { lambda: LAMBDA } })
+    Some(TrustRegion {
+        target,
+        target_mode: TargetMode::Train,
+        divergence: Divergence::new(kind),
+        role: Role::Regulariser { lambda: LAMBDA },
+    })
 }
 
 /// The registry, in [`MethodName`] order.
@@ -375,6 +385,15 @@ pub struct MethodConfig {
     /// TRAM's ε: `paper` (Eq. 7, the default) or `released-code` (the gradient dropped, as the released code does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eps: Option<TramEps>,
+    /// Input noise's σ as a multiple of the scale (RMS) of the tensor the model adds it to, which the model
+    /// measures once from its pre-trained weights or cached states ([`crate::Model::noise_scale`]); instead of
+    /// the absolute `sigma`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_relative: Option<f64>,
+    /// How a parameter target (θ_{t−1}, θ_0, an EMA) is kept and evaluated: `train` (the default) or
+    /// `released-code` ([`TargetMode`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_mode: Option<TargetMode>,
 }
 
 /// What the divergence is measured against.
@@ -398,6 +417,21 @@ impl Target {
     }
 }
 
+/// How a parameter target is kept and evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetMode {
+    /// The target's parameters (θ_{t−1}: those the previous step started from) in train mode with pass 1's
+    /// dropout draw: d measures the parameters' difference alone (Eq. 4).
+    #[default]
+    Train,
+    /// The released code's `ParameterHistoryTarget`: a copy of the model updated after each step (an EMA whose
+    /// decay is 0 for θ_{t−1}, so it holds the parameters after the update; θ_0 is never updated), evaluated in
+    /// eval mode, without dropout. For θ_{t−1} the target is then the current parameters, and d is the divergence
+    /// between their eval-mode and their dropout forward, which does not shrink with the learning rate.
+    ReleasedCode,
+}
+
 /// How the divergence enters the step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -412,6 +446,8 @@ pub enum Role {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TrustRegion {
     pub target: Target,
+    /// How a parameter target is kept and evaluated (no effect on [`Target::InputNoise`]).
+    pub target_mode: TargetMode,
     pub divergence: Divergence,
     pub role: Role,
 }
@@ -447,6 +483,7 @@ enum Value {
     Divergence(DivergenceKind),
     Reduction(Reduction),
     Eps(TramEps),
+    TargetMode(TargetMode),
 }
 
 /// A hyperparameter held by a piece, which a config key can override; its kind says what values it takes.
@@ -461,6 +498,7 @@ enum Slot<'a> {
     Divergence(&'a mut DivergenceKind),
     Reduction(&'a mut Reduction),
     Eps(&'a mut TramEps),
+    TargetMode(&'a mut TargetMode),
 }
 
 impl Slot<'_> {
@@ -481,6 +519,7 @@ impl Slot<'_> {
             (Slot::Divergence(x), Value::Divergence(v)) => **x = v,
             (Slot::Reduction(x), Value::Reduction(v)) => **x = v,
             (Slot::Eps(x), Value::Eps(v)) => **x = v,
+            (Slot::TargetMode(x), Value::TargetMode(v)) => **x = v,
             (_, v) => unreachable!("key `{key}`: a piece's slot cannot hold {v:?}"),
         }
         Ok(())
@@ -513,14 +552,18 @@ impl Method {
         if let Some(noise) = ascent_noise {
             slots.extend(noise_slots(noise));
         }
-        if let Some(TrustRegion { target, divergence, role }) = trust_region {
+        if let Some(TrustRegion { target, target_mode, divergence, role }) = trust_region {
             if let Role::Regulariser { lambda } = role {
                 slots.push(("lambda", Slot::NonNegative(lambda)));
             }
+            let holds_parameters = target.holds_parameters();
             match target {
                 Target::Ema { decay } => slots.push(("decay", Slot::Decay(decay))),
                 Target::InputNoise(noise) => slots.extend(noise_slots(noise)),
                 Target::PreviousStep | Target::Pretrained => {}
+            }
+            if holds_parameters {
+                slots.push(("target_mode", Slot::TargetMode(target_mode)));
             }
             let Divergence { kind, reduction, scale } = divergence;
             slots.extend([
@@ -532,14 +575,51 @@ impl Method {
         slots
     }
 
-    /// The config keys that apply to this method, in the order of its pieces.
+    /// The config keys that apply to this method, in the order of its pieces (`sigma_relative` where `sigma` does).
     pub fn keys(&self) -> Vec<&'static str> {
-        self.clone().slots().into_iter().map(|(key, _)| key).collect()
+        let mut keys = vec![];
+        for (key, _) in self.clone().slots() {
+            keys.push(key);
+            if key == "sigma" {
+                keys.push("sigma_relative");
+            }
+        }
+        keys
     }
 }
 
 fn noise_slots(noise: &mut NoiseSpec) -> [(&'static str, Slot<'_>); 2] {
     [("sigma", Slot::NonNegative(&mut noise.sigma)), ("noise", Slot::Noise(&mut noise.kind))]
+}
+
+impl Method {
+    /// The input noises of the method (TRAM-x's and R3F's target, TRAM-Fisher's pass 1).
+    pub fn noise_specs_mut(&mut self) -> Vec<&mut NoiseSpec> {
+        let target = match &mut self.trust_region {
+            Some(TrustRegion { target: Target::InputNoise(spec), .. }) => Some(spec),
+            _ => None,
+        };
+        target.into_iter().chain(self.ascent_noise.as_mut()).collect()
+    }
+
+    /// The method with every relative σ made absolute: σ · `scale`, where `scale` is the RMS of the tensor the
+    /// model adds its noise to ([`crate::Model::noise_scale`]). An error when a σ is relative and no scale is known.
+    pub fn with_noise_scale(mut self, scale: Option<f64>) -> Result<Self> {
+        let name = self.name;
+        for spec in self.noise_specs_mut() {
+            if spec.relative {
+                let scale = scale.filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| {
+                    config_err(format!(
+                        "method `{name}`: sigma_relative needs the scale of the tensor the model adds noise to, and \
+                         this model does not measure one (give the absolute `sigma`)"
+                    ))
+                })?;
+                spec.sigma *= scale;
+                spec.relative = false;
+            }
+        }
+        Ok(self)
+    }
 }
 
 impl MethodConfig {
@@ -558,6 +638,8 @@ impl MethodConfig {
             scale: None,
             max_radius: None,
             eps: None,
+            sigma_relative: None,
+            target_mode: None,
         }
     }
 
@@ -568,7 +650,8 @@ impl MethodConfig {
             ("rho", self.rho.map(Number)),
             ("eta", self.eta.map(Number)),
             ("gamma", self.gamma.map(Number)),
-            ("sigma", self.sigma.map(Number)),
+            // `sigma_relative` sets the same σ, then marks it relative (`build`).
+            ("sigma", self.sigma.or(self.sigma_relative).map(Number)),
             ("noise", self.noise.map(Value::Noise)),
             ("decay", self.decay.map(Number)),
             ("lambda", self.lambda.map(Number)),
@@ -577,17 +660,26 @@ impl MethodConfig {
             ("scale", self.scale.map(Number)),
             ("max_radius", self.max_radius.map(Number)),
             ("eps", self.eps.map(Value::Eps)),
+            ("target_mode", self.target_mode.map(Value::TargetMode)),
         ];
         keys.into_iter().filter_map(|(key, value)| Some((key, value?))).collect()
     }
 
     /// Checks the config and resolves it: the name's preset pieces with the given keys overriding their defaults.
     pub fn build(&self) -> Result<Method> {
+        if self.sigma.is_some() && self.sigma_relative.is_some() {
+            return Err(config_err(format!(
+                "method `{}`: give `sigma` (absolute) or `sigma_relative` (a multiple of the noised tensor's scale), \
+                 not both",
+                self.name
+            )));
+        }
         let mut method = self.name.info().preset();
         let mut slots = method.slots();
         let overrides = self.overrides();
         if let Some((key, _)) = overrides.iter().find(|(key, _)| !slots.iter().any(|(k, _)| k == key)) {
-            let takes: Vec<&str> = slots.iter().map(|(k, _)| *k).collect();
+            let key = if *key == "sigma" && self.sigma.is_none() { "sigma_relative" } else { key };
+            let takes = self.name.info().preset().keys();
             return Err(config_err(format!(
                 "key `{key}` does not apply to method `{}` (it takes: {})",
                 self.name,
@@ -599,6 +691,11 @@ impl MethodConfig {
             slot.set(key, value).map_err(|e| config_err(format!("method `{}`: {e}", self.name)))?;
         }
         drop(slots);
+        if self.sigma_relative.is_some() {
+            for spec in method.noise_specs_mut() {
+                spec.relative = true;
+            }
+        }
         Ok(method)
     }
 }
@@ -701,12 +798,13 @@ mod tests {
             let preset = name.info().preset();
             let keys = preset.keys();
             let mut toml = format!("name = \"{name}\"\n");
-            for key in &keys {
+            // `sigma_relative` is the other spelling of σ (never given with `sigma`): tested on its own below.
+            for key in keys.iter().filter(|k| **k != "sigma_relative") {
                 let value = match *key {
                     "noise" => "\"uniform\"",
                     "divergence" => "\"kl-reverse\"",
                     "reduction" => "\"released-code\"",
-                    "eps" => "\"released-code\"",
+                    "eps" | "target_mode" => "\"released-code\"",
                     _ => "0.25",
                 };
                 toml.push_str(&format!("{key} = {value}\n"));
@@ -725,9 +823,43 @@ mod tests {
         let keys = |name: MethodName| name.info().preset().keys().join(", ");
         assert_eq!(keys(MethodName::Base), "");
         assert_eq!(keys(MethodName::Sam), "rho");
-        assert_eq!(keys(MethodName::TramX), "eta, max_radius, eps, sigma, noise, divergence, reduction, scale");
-        assert_eq!(keys(MethodName::TramFisher), "gamma, eta, sigma, noise");
-        assert_eq!(keys(MethodName::AsamMesa), "rho, eta, lambda, decay, divergence, reduction, scale");
+        assert_eq!(
+            keys(MethodName::TramX),
+            "eta, max_radius, eps, sigma, sigma_relative, noise, divergence, reduction, scale"
+        );
+        assert_eq!(keys(MethodName::TramPrev), "eta, max_radius, eps, target_mode, divergence, reduction, scale");
+        assert_eq!(keys(MethodName::TramFisher), "gamma, eta, sigma, sigma_relative, noise");
+        assert_eq!(keys(MethodName::AsamMesa), "rho, eta, lambda, decay, target_mode, divergence, reduction, scale");
+    }
+
+    #[test]
+    fn sigma_relative_is_resolved_by_the_models_scale() {
+        let cfg: MethodConfig = toml::from_str("name = \"tram-x\"\nsigma_relative = 0.2").unwrap();
+        let method = cfg.build().unwrap();
+        let Some(TrustRegion { target: Target::InputNoise(spec), .. }) = method.trust_region else { panic!() };
+        assert!(spec.relative && spec.sigma == 0.2);
+        let resolved = method.clone().with_noise_scale(Some(0.5)).unwrap();
+        let Some(TrustRegion { target: Target::InputNoise(spec), .. }) = resolved.trust_region else { panic!() };
+        assert!(!spec.relative && (spec.sigma - 0.1).abs() < 1e-15);
+        let err = method.with_noise_scale(None).unwrap_err().to_string();
+        assert!(err.contains("sigma_relative needs the scale"), "{err}");
+        // TRAM-Fisher's pass-1 noise and R3F's target are relative too; an absolute σ needs no scale.
+        let fisher: MethodConfig = toml::from_str("name = \"tram-fisher\"\nsigma_relative = 0.5").unwrap();
+        assert_eq!(fisher.build().unwrap().with_noise_scale(Some(2.0)).unwrap().ascent_noise.unwrap().sigma, 1.0);
+        let r3f = MethodConfig::new(MethodName::R3f).build().unwrap();
+        assert_eq!(r3f.clone().with_noise_scale(None).unwrap(), r3f);
+        let both: MethodConfig = toml::from_str("name = \"r3f\"\nsigma = 0.1\nsigma_relative = 0.2").unwrap();
+        assert!(both.build().unwrap_err().to_string().contains("not both"));
+        let sam: MethodConfig = toml::from_str("name = \"sam\"\nsigma_relative = 0.2").unwrap();
+        assert!(sam.build().unwrap_err().to_string().contains("key `sigma_relative` does not apply"));
+    }
+
+    #[test]
+    fn target_mode_applies_to_parameter_targets_only() {
+        let prev: MethodConfig = toml::from_str("name = \"tram-prev\"\ntarget_mode = \"released-code\"").unwrap();
+        assert_eq!(prev.build().unwrap().trust_region.unwrap().target_mode, TargetMode::ReleasedCode);
+        let x: MethodConfig = toml::from_str("name = \"tram-x\"\ntarget_mode = \"released-code\"").unwrap();
+        assert!(x.build().unwrap_err().to_string().contains("key `target_mode` does not apply"));
     }
 
     #[test]
@@ -807,7 +939,7 @@ mod tests {
         .unwrap();
         let m = cfg.build().unwrap();
         let tr = m.trust_region.unwrap();
-        assert_eq!(tr.target, Target::InputNoise(NoiseSpec { sigma: 0.02, kind: NoiseKind::Uniform }));
+        assert_eq!(tr.target, Target::InputNoise(NoiseSpec { sigma: 0.02, kind: NoiseKind::Uniform, relative: false }));
         assert_eq!(tr.divergence.kind, DivergenceKind::KlSymmetric);
         assert_eq!(m.ascent, Some(Ascent::Tram { eta: 0.01, max_radius: Some(0.5), eps: TramEps::Paper }));
     }

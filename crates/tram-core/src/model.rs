@@ -30,6 +30,13 @@ pub trait Model {
     fn divergence_mask(&self, _batch: &Self::Batch) -> Option<Tensor> {
         None
     }
+
+    /// The scale (RMS) of the tensor [`InputNoise::apply`] is applied to, in units of the σ this model is given,
+    /// measured once (from pre-trained weights or cached states): `sigma_relative` multiplies it. `None`: the
+    /// model does not measure one, and only an absolute `sigma` can be used with it.
+    fn noise_scale(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// The model's variables split into trainable parameters and buffers, in name order.

@@ -24,11 +24,15 @@ pub struct NoiseSpec {
     pub sigma: f64,
     #[serde(default)]
     pub kind: NoiseKind,
+    /// σ is a multiple of the noised tensor's scale until the step driver resolves it
+    /// ([`crate::Method::with_noise_scale`]); [`InputNoise::apply`] always sees an absolute σ.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relative: bool,
 }
 
 impl NoiseSpec {
     pub fn gaussian(sigma: f64) -> Self {
-        Self { sigma, kind: NoiseKind::Gaussian }
+        Self { sigma, kind: NoiseKind::Gaussian, relative: false }
     }
 
     pub fn validate(&self) -> Result<()> {

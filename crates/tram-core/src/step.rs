@@ -24,7 +24,7 @@ use crate::ascent::{global_norm, Ascent};
 use crate::base::{tensor_bytes, BaseOptimizer};
 pub use crate::config::{OptimizerConfig, DEFAULT_MAX_CONSECUTIVE_SKIPS};
 use crate::error::{config_err, Error, Result};
-use crate::method::{Method, Role, Target, TrustRegion};
+use crate::method::{Method, Role, Target, TargetMode, TrustRegion};
 use crate::model::{copy_into, snapshot, Model, Variables};
 use crate::noise::{InputNoise, NoiseSpec};
 use crate::precision::LossScale;
@@ -108,7 +108,7 @@ struct Pass {
 impl StepDriver {
     pub fn new<M: Model>(model: &M, config: OptimizerConfig) -> Result<Self> {
         config.validate()?;
-        let method = config.method.build()?;
+        let method = config.method.build()?.with_noise_scale(model.noise_scale())?;
         let vars = Variables::of(model.var_store())?;
         let device = vars.params[0].device();
         config.precision.prepare(device)?;
@@ -428,7 +428,8 @@ impl StepDriver {
     }
 
     /// Outputs of the parameter target (θ_{t−1}, θ_0 or the EMA) on `(micro-batch index, batch)` pairs, without
-    /// gradient, in train mode with the same seeds as pass 1. θ is swapped out and back; buffers are left unchanged.
+    /// gradient, in train mode with the same seeds as pass 1 (or, `target_mode = "released-code"`, in eval mode).
+    /// θ is swapped out and back; buffers are left unchanged.
     fn target_forward<'b, M: Model>(
         &mut self,
         model: &M,
@@ -445,7 +446,9 @@ impl StepDriver {
         for (p, t) in self.vars.params.iter_mut().zip(target) {
             p.set_data(t);
         }
-        let outs = batches.into_iter().map(|(i, b)| tch::no_grad(|| self.forward(model, b, i, None))).collect();
+        let train = self.method.trust_region.is_none_or(|tr| tr.target_mode == TargetMode::Train);
+        let outs =
+            batches.into_iter().map(|(i, b)| tch::no_grad(|| self.forward_in(model, b, i, None, train))).collect();
         for (p, o) in self.vars.params.iter_mut().zip(&own) {
             p.set_data(o);
         }
@@ -456,12 +459,24 @@ impl StepDriver {
     /// A train-mode forward of micro-batch `micro`, seeded with its stream 0 (so every pass of the step draws the
     /// same dropout masks), counted and timed.
     fn forward<M: Model>(&mut self, model: &M, batch: &M::Batch, micro: usize, noise: Option<&InputNoise>) -> Tensor {
+        self.forward_in(model, batch, micro, noise, true)
+    }
+
+    /// [`Self::forward`] in train or eval mode.
+    fn forward_in<M: Model>(
+        &mut self,
+        model: &M,
+        batch: &M::Batch,
+        micro: usize,
+        noise: Option<&InputNoise>,
+        train: bool,
+    ) -> Tensor {
         tch::manual_seed(forward_seed(self.config.seed, self.progress.step, micro, 0));
         self.cost.forward_passes += 1;
         // One autocast region per pass (none in float32): its end drops the casts of θ, which the ascent, the
         // restore and the target swap change between passes.
         let _region = self.config.precision.autocast(self.device);
-        self.timed(|| model.forward(batch, true, noise))
+        self.timed(|| model.forward(batch, train, noise))
     }
 
     fn timed<T>(&mut self, f: impl FnOnce() -> T) -> T {
@@ -510,6 +525,7 @@ impl StepDriver {
         let Some(tr) = self.method.trust_region else { return };
         let Some(target) = self.target.as_mut() else { return };
         match tr.target {
+            Target::PreviousStep if tr.target_mode == TargetMode::ReleasedCode => copy_into(target, &self.vars.params),
             Target::PreviousStep => std::mem::swap(target, &mut self.saved),
             Target::Pretrained | Target::InputNoise(_) => {}
             Target::Ema { decay } => tch::no_grad(|| {

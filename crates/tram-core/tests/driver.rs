@@ -407,3 +407,78 @@ fn regulariser_divergences_are_reported_and_positive() {
         );
     }
 }
+
+#[test]
+fn the_released_codes_target_is_the_current_model_in_eval_mode() {
+    let _serial = serial();
+    let data = batches(14, 4, 8);
+    let mut released = MethodConfig::new(MethodName::TramPrev);
+    released.target_mode = Some(TargetMode::ReleasedCode);
+    let cfg =
+        |m: &MethodConfig| OptimizerConfig::new(m.clone(), BaseConfig::sgd_momentum(0.9), LrSchedule::constant(0.1));
+    // Without dropout or batch norm, eval and train forwards agree: the target is the current model, so d = 0
+    // at every step (θ_{t−1} in train mode gives d > 0 from the second step on).
+    let plain = mlp_without_bn(15);
+    for r in run(&plain, cfg(&released), &data) {
+        assert_eq!(r.divergence, Some(0.0), "step {}", r.step);
+    }
+    let train_mode = mlp_without_bn(15);
+    let d: Vec<f64> = run(&train_mode, cfg(&MethodConfig::new(MethodName::TramPrev)), &data)
+        .iter()
+        .map(|r| r.divergence.unwrap())
+        .collect();
+    assert!(d[0] == 0.0 && d[1..].iter().all(|&x| x > 0.0), "{d:?}");
+    // With dropout, the released code's d is the dropout disagreement, already at the first step.
+    let dropped = mlp(16, 0.3);
+    let reports = run(&dropped, cfg(&released), &data);
+    assert!(
+        reports.iter().all(|r| r.divergence.unwrap() > 1e-3),
+        "{:?}",
+        reports.iter().map(|r| r.divergence).collect::<Vec<_>>()
+    );
+}
+
+/// The tests' classifier reporting a fixed scale for its noised inputs.
+struct Scaled(Net, f64);
+
+impl Model for Scaled {
+    type Batch = Batch;
+    fn var_store(&self) -> &tch::nn::VarStore {
+        self.0.var_store()
+    }
+    fn forward(&self, b: &Batch, train: bool, noise: Option<&InputNoise>) -> Tensor {
+        self.0.forward(b, train, noise)
+    }
+    fn loss(&self, logits: &Tensor, b: &Batch) -> Tensor {
+        self.0.loss(logits, b)
+    }
+    fn batch_size(&self, b: &Batch) -> usize {
+        self.0.batch_size(b)
+    }
+    fn noise_scale(&self) -> Option<f64> {
+        Some(self.1)
+    }
+}
+
+#[test]
+fn sigma_relative_is_sigma_times_the_models_scale() {
+    let _serial = serial();
+    let data = batches(17, 3, 8);
+    let with = |m: MethodConfig| OptimizerConfig::new(m, BaseConfig::sgd_momentum(0.9), LrSchedule::constant(0.1));
+    let mut relative = MethodConfig::new(MethodName::TramX);
+    relative.sigma_relative = Some(0.05);
+    let mut absolute = MethodConfig::new(MethodName::TramX);
+    absolute.sigma = Some(0.2);
+    let (a, b) = (Scaled(mlp(18, 0.1), 4.0), Scaled(mlp(18, 0.1), 4.0));
+    let ra = run_model(&a, with(relative.clone()), &data);
+    let rb = run_model(&b, with(absolute), &data);
+    assert_eq!(ra, rb, "σ_rel 0.05 × scale 4 = σ 0.2");
+    assert!(bit_equal(&a.0.state(), &b.0.state()));
+    let err = StepDriver::new(&mlp(18, 0.1), with(relative)).unwrap_err().to_string();
+    assert!(err.contains("sigma_relative needs the scale"), "{err}");
+}
+
+fn run_model<M: Model>(model: &M, cfg: OptimizerConfig, data: &[M::Batch]) -> Vec<StepReport> {
+    let mut d = StepDriver::new(model, cfg).unwrap();
+    data.iter().map(|b| d.step(model, std::slice::from_ref(b)).unwrap()).collect()
+}
