@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use polars::prelude::*;
 use tram_core::MethodConfig;
 use tram_stats::{
-    ks_2samp, ks_detectable_shift, paired_difference, variance_sources, wilcoxon, Alternative, KsMethod,
-    VarianceSources,
+    ks_2samp, ks_detectable_shift, paired_difference, variance_sources, wilcoxon, wilcoxon_counts, Alternative,
+    KsMethod, StatsError, VarianceSources, Wilcoxon, WilcoxonMode,
 };
-use tram_task::Metric;
+use tram_task::{Evaluation, Metric};
 
 use crate::experiment::method_id;
 use crate::runs::Summary;
@@ -46,6 +46,14 @@ impl Quantity {
         match self {
             Quantity::InDomain => s.in_domain().map(|e| e.value),
             Quantity::ZsAvg => Some(s.zero_shot_mean()).filter(|v| v.is_finite()),
+        }
+    }
+
+    /// The evaluations `self` is computed from: the in-domain test set, or the zero-shot sets it averages.
+    fn evaluations(self, s: &Summary) -> Vec<&Evaluation> {
+        match self {
+            Quantity::InDomain => s.in_domain().into_iter().collect(),
+            Quantity::ZsAvg => s.zero_shot().collect(),
         }
     }
 }
@@ -87,7 +95,8 @@ pub struct Comparison {
     pub mean_diff: f64,
     /// 95% half-width of `mean_diff` (paired t), NaN below two pairs.
     pub ci95: f64,
-    /// Two-sided Wilcoxon signed-rank p-value over the paired seeds (1 when every difference is 0).
+    /// Two-sided Wilcoxon signed-rank p-value over the paired seeds (1 when every difference is 0); for accuracy
+    /// on the differences of the runs' counts, so that equal differences tie ([`wilcoxon_counts`]).
     pub wilcoxon_p: Option<f64>,
     /// Two-sided two-sample KS test of the per-example values (perplexity tasks: per-block losses), pooled over
     /// the paired seeds: (D, p).
@@ -171,22 +180,26 @@ pub fn compare(
     }
     let (xa, xb): (Vec<f64>, Vec<f64>) = pairs.iter().map(|p| (p.2, p.3)).unzip();
     let paired = paired_difference(&xa, &xb).ok()?;
-    let wilcoxon_p = match wilcoxon(&xa, &xb, Alternative::TwoSided) {
+    let runs: Vec<(&Summary, &Summary)> = pairs.iter().map(|p| (p.0, p.1)).collect();
+    let p_value = |w: Result<Wilcoxon, StatsError>| match w {
         Ok(w) => Some(w.pvalue),
-        Err(tram_stats::StatsError::AllZeroDifferences) => Some(1.0),
+        Err(StatsError::AllZeroDifferences) => Some(1.0),
         Err(_) => None,
     };
+    let over_seeds = match (metric == Metric::Accuracy).then(|| counts(&runs, q)).flatten() {
+        Some((x, y, sizes)) => wilcoxon_counts(&x, &y, &sizes, Alternative::TwoSided, WilcoxonMode::Auto),
+        None => wilcoxon(&xa, &xb, Alternative::TwoSided),
+    };
+    let wilcoxon_p = p_value(over_seeds);
     // KS compares distributions of per-example losses; 0/1 correctness is no continuous sample.
     let ks = (metric == Metric::Perplexity)
         .then(|| {
             let pooled = |runs: &mut dyn Iterator<Item = &Summary>| -> Vec<f64> {
                 runs.flat_map(|s| {
-                    let sets: Vec<String> = match q {
-                        Quantity::InDomain => s.in_domain().map(|e| e.key()).into_iter().collect(),
-                        Quantity::ZsAvg => s.zero_shot().map(|e| e.key()).collect(),
-                    };
                     let by_set = per_example.get(&s.run_id);
-                    sets.into_iter().flat_map(move |set| by_set.and_then(|m| m.get(&set)).cloned().unwrap_or_default())
+                    q.evaluations(s)
+                        .into_iter()
+                        .flat_map(move |e| by_set.and_then(|m| m.get(&e.key())).cloned().unwrap_or_default())
                 })
                 .collect()
             };
@@ -222,6 +235,37 @@ pub fn compare(
         a_better: metric.better(tram_stats::mean(&xa), tram_stats::mean(&xb)),
         sources,
     })
+}
+
+/// `a`'s counts per pair and set, `b`'s, and the sets' sizes.
+type Counts = (Vec<Vec<u64>>, Vec<Vec<u64>>, Vec<u64>);
+
+/// Accuracy as counts: per pair, the correct examples of `a`'s and of `b`'s run on each of `q`'s sets, and the
+/// sets' sizes; `None` unless every run's value on every set is `k/n` of its set's `n` examples and the sets
+/// (names and sizes) are the same in every run.
+fn counts(runs: &[(&Summary, &Summary)], q: Quantity) -> Option<Counts> {
+    let first = q.evaluations(runs.first()?.0);
+    let sets: Vec<(String, usize)> = first.iter().map(|e| (e.key(), e.examples)).collect();
+    let of = |s: &Summary| -> Option<Vec<u64>> {
+        let evals = q.evaluations(s);
+        (evals.len() == sets.len()).then_some(())?;
+        evals
+            .iter()
+            .zip(&sets)
+            .map(|(e, (key, n))| {
+                let k = e.value * *n as f64;
+                // The value is k/n in floating point: k is the nearest integer, well within 1e-6 of it.
+                (e.key() == *key && e.examples == *n && (k - k.round()).abs() < 1e-6 && k.round() >= 0.0)
+                    .then_some(k.round() as u64)
+            })
+            .collect()
+    };
+    let (mut x, mut y) = (vec![], vec![]);
+    for (a, b) in runs {
+        x.push(of(a)?);
+        y.push(of(b)?);
+    }
+    Some((x, y, sets.iter().map(|s| s.1 as u64).collect()))
 }
 
 /// Per example of `q`'s sets, `a`'s value minus `b`'s, and the weight that makes their weighted sum `q`'s
@@ -316,6 +360,7 @@ pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tram_stats::{wilcoxon_differences, WilcoxonMethod};
     use tram_task::{Domain, Evaluation, Split};
 
     fn run(method: &str, seed: u64, metric: Metric, in_domain: f64, zs: f64) -> Summary {
@@ -403,6 +448,65 @@ mod tests {
         let df = frame(Metric::Accuracy, &[c, zs]).unwrap();
         assert_eq!(df.column("test_set_share").unwrap().f64().unwrap().get(0), Some(1.0));
         assert_eq!(df.column("seeds_for_ci95_1pt").unwrap().u64().unwrap().get(1), None);
+    }
+
+    #[test]
+    fn accuracy_differences_tie_by_their_counts() {
+        // Table 5's in-domain accuracies of ASAM and TRAM-x (k of 334, 8 seeds): Δk = 1, 7, 6, −4, −6, 0, −5, −6.
+        let asam = [160, 169, 155, 153, 159, 155, 146, 152];
+        let tram = [159, 162, 149, 157, 165, 155, 151, 158];
+        let mut s = vec![];
+        for seed in 0..8 {
+            for (m, k) in [("asam", asam[seed]), ("tram-x", tram[seed])] {
+                let mut r = run(m, seed as u64, Metric::Accuracy, f64::from(k) / 334.0, 0.5);
+                r.evaluations[0].examples = 334;
+                s.push(r);
+            }
+        }
+        let c = compare("asam", "tram-x", Quantity::InDomain, &s, &PerExample::new(), Metric::Accuracy).unwrap();
+        // SciPy on the exact differences (one zero, |6| three times): the sign-flip enumeration, 0.953125.
+        assert_eq!(c.wilcoxon_p, Some(0.953125));
+        let (x, y): (Vec<f64>, Vec<f64>) = (0..8).map(|i| (asam[i] as f64 / 334.0, tram[i] as f64 / 334.0)).unzip();
+        assert_eq!(wilcoxon(&x, &y, Alternative::TwoSided).unwrap().pvalue, 0.765625, "k/n − k′/n splits the ties");
+        // A value that is no k/n leaves the counts aside: the values themselves are ranked.
+        s[0].evaluations[0].value += 1e-3;
+        let c = compare("asam", "tram-x", Quantity::InDomain, &s, &PerExample::new(), Metric::Accuracy).unwrap();
+        let x0 = s[0].evaluations[0].value;
+        let x: Vec<f64> = std::iter::once(x0).chain(x[1..].iter().copied()).collect();
+        assert_eq!(c.wilcoxon_p, Some(wilcoxon(&x, &y, Alternative::TwoSided).unwrap().pvalue));
+    }
+
+    #[test]
+    fn zero_shot_average_ties_over_sets_of_different_sizes() {
+        // Two zero-shot sets of 3 and 7 examples: 1 vs 0 correct on the second set is the same ZS-avg difference
+        // (1/14) as 5 vs 4 with the sign flipped, which floating point rounds apart: |(0 + 1/7)/2 − 0| ≠
+        // |(0 + 4/7)/2 − (0 + 5/7)/2|.
+        let counts = [((0, 1), (0, 0)), ((0, 4), (0, 5)), ((1, 0), (0, 0)), ((0, 0), (0, 2)), ((2, 7), (0, 0))];
+        let mut s = vec![];
+        for (seed, (ka, kb)) in counts.iter().enumerate() {
+            for (m, (k1, k2)) in [("base", ka), ("sam", kb)] {
+                let mut r = run(m, seed as u64, Metric::Accuracy, 0.5, 0.0);
+                let mut second = r.evaluations[1].clone();
+                r.evaluations[1].examples = 3;
+                r.evaluations[1].value = f64::from(*k1) / 3.0;
+                second.set = "c".into();
+                second.examples = 7;
+                second.value = f64::from(*k2) / 7.0;
+                r.evaluations.push(second);
+                s.push(r);
+            }
+        }
+        let c = compare("base", "sam", Quantity::ZsAvg, &s, &PerExample::new(), Metric::Accuracy).unwrap();
+        // Numerators over 2·lcm(3, 7) = 42: 3, −3, 7, −6, 2·7 + 7·3 = 35; five pairs with a tie: enumeration.
+        let want =
+            wilcoxon_differences(&[3.0, -3.0, 7.0, -6.0, 35.0], Alternative::TwoSided, WilcoxonMode::Auto).unwrap();
+        assert_eq!((want.method, want.r_plus, want.r_minus), (WilcoxonMethod::Permutation, 10.5, 4.5));
+        assert_eq!(c.wilcoxon_p, Some(want.pvalue));
+        let (x, y): (Vec<f64>, Vec<f64>) =
+            (0..5).map(|i| (s[2 * i].zero_shot_mean(), s[2 * i + 1].zero_shot_mean())).unzip();
+        let float = wilcoxon(&x, &y, Alternative::TwoSided).unwrap();
+        assert_eq!(float.method, WilcoxonMethod::Exact, "the float differences lose the tie");
+        assert_ne!(float.pvalue, want.pvalue);
     }
 
     #[test]
