@@ -1,6 +1,7 @@
 //! The paper's statistics over finished runs: paired differences by seed with their 95% interval (Table 3), the
 //! Wilcoxon signed-rank test over seeds (Table 5: "p < 0.01 Wilcoxon test"), the two-sample Kolmogorov–Smirnov
-//! test over per-example losses (Table 4: "p < 0.01 Kolmogorov-Smirnov test"), all computed with `tram-stats`.
+//! test over per-example losses (Table 4: "p < 0.01 Kolmogorov-Smirnov test") and, beside it, the Wilcoxon
+//! signed-rank test over the same blocks, paired, all computed with `tram-stats`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,10 +10,10 @@ use anyhow::{Context, Result};
 use polars::prelude::*;
 use tram_core::MethodConfig;
 use tram_stats::{
-    ks_2samp, ks_detectable_shift, paired_difference, variance_sources, wilcoxon, Alternative, KsMethod,
-    VarianceSources,
+    ks_2samp, ks_detectable_shift, paired_difference, variance_sources, wilcoxon, wilcoxon_counts,
+    wilcoxon_differences, Alternative, KsMethod, StatsError, VarianceSources, Wilcoxon, WilcoxonMode,
 };
-use tram_task::Metric;
+use tram_task::{Evaluation, Metric};
 
 use crate::experiment::method_id;
 use crate::runs::Summary;
@@ -48,6 +49,14 @@ impl Quantity {
             Quantity::ZsAvg => Some(s.zero_shot_mean()).filter(|v| v.is_finite()),
         }
     }
+
+    /// The evaluations `self` is computed from: the in-domain test set, or the zero-shot sets it averages.
+    fn evaluations(self, s: &Summary) -> Vec<&Evaluation> {
+        match self {
+            Quantity::InDomain => s.in_domain().into_iter().collect(),
+            Quantity::ZsAvg => s.zero_shot().collect(),
+        }
+    }
 }
 
 /// Per-example values of each run's reported evaluations, by run id and set (from `examples.csv`).
@@ -63,12 +72,16 @@ pub fn read_per_example(runs_dir: &Path, summaries: &[Summary]) -> Result<PerExa
         }
         let df = crate::atomic::read_csv(&path)?;
         let sets = df.column("set").with_context(|| format!("{}: no column `set`", path.display()))?.str()?.clone();
+        let index = df.column("index")?.cast(&DataType::UInt64)?;
         let values = df.column("value")?.cast(&DataType::Float64)?;
         let values = values.f64()?;
         let by_set = out.entry(s.run_id.clone()).or_default();
-        for (set, v) in sets.into_iter().zip(values) {
-            if let (Some(set), Some(v)) = (set, v) {
-                by_set.entry(set.to_string()).or_default().push(v);
+        for ((set, i), v) in sets.into_iter().zip(index.u64()?).zip(values) {
+            if let (Some(set), Some(i), Some(v)) = (set, i, v) {
+                let values = by_set.entry(set.to_string()).or_default();
+                // Runs are paired example by example (block by block): a value's position is its example's index.
+                anyhow::ensure!(i == values.len() as u64, "{}: `{set}` lists example {i} out of order", path.display());
+                values.push(v);
             }
         }
     }
@@ -87,7 +100,8 @@ pub struct Comparison {
     pub mean_diff: f64,
     /// 95% half-width of `mean_diff` (paired t), NaN below two pairs.
     pub ci95: f64,
-    /// Two-sided Wilcoxon signed-rank p-value over the paired seeds (1 when every difference is 0).
+    /// Two-sided Wilcoxon signed-rank p-value over the paired seeds (1 when every difference is 0); for accuracy
+    /// on the differences of the runs' counts, so that equal differences tie ([`wilcoxon_counts`]).
     pub wilcoxon_p: Option<f64>,
     /// Two-sided two-sample KS test of the per-example values (perplexity tasks: per-block losses), pooled over
     /// the paired seeds: (D, p).
@@ -95,6 +109,9 @@ pub struct Comparison {
     /// With `ks`: the smallest shift of `b`'s per-example values that KS detects at [`ALPHA`]
     /// ([`ks_detectable_shift`]); for per-block losses, `exp` of it is the perplexity ratio a uniform change needs.
     pub ks_detectable_shift: Option<f64>,
+    /// Perplexity tasks: the two-sided Wilcoxon signed-rank test over blocks, paired by block (set and index), of
+    /// the per-block loss differences `a − b` averaged over the paired seeds: (blocks, p).
+    pub blocks_wilcoxon: Option<(usize, f64)>,
     /// Whether `a`'s mean is the better one by the metric's direction.
     pub a_better: bool,
     /// Accuracy with at least two pairs and every run's per-example correctness: how much of the paired
@@ -104,21 +121,22 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// The test that decides significance: Wilcoxon over seeds when there are at least two pairs, else KS over
-    /// examples (the paper's one-seed language-model runs).
+    /// The test that decides significance: Wilcoxon over seeds when there are at least two pairs, else Wilcoxon
+    /// over blocks (the paper's one-seed language-model runs): paired, where KS over pooled blocks ignores that
+    /// every method is evaluated on the same blocks.
     pub fn p(&self) -> Option<f64> {
         if self.pairs >= 2 {
             self.wilcoxon_p
         } else {
-            self.ks.map(|k| k.1)
+            self.blocks_wilcoxon.map(|b| b.1)
         }
     }
 
     pub fn test_name(&self) -> &'static str {
         if self.pairs >= 2 {
-            "Wilcoxon"
+            "paired Wilcoxon over seeds"
         } else {
-            "KS"
+            "paired Wilcoxon over blocks"
         }
     }
 
@@ -171,22 +189,26 @@ pub fn compare(
     }
     let (xa, xb): (Vec<f64>, Vec<f64>) = pairs.iter().map(|p| (p.2, p.3)).unzip();
     let paired = paired_difference(&xa, &xb).ok()?;
-    let wilcoxon_p = match wilcoxon(&xa, &xb, Alternative::TwoSided) {
+    let runs: Vec<(&Summary, &Summary)> = pairs.iter().map(|p| (p.0, p.1)).collect();
+    let p_value = |w: Result<Wilcoxon, StatsError>| match w {
         Ok(w) => Some(w.pvalue),
-        Err(tram_stats::StatsError::AllZeroDifferences) => Some(1.0),
+        Err(StatsError::AllZeroDifferences) => Some(1.0),
         Err(_) => None,
     };
+    let over_seeds = match (metric == Metric::Accuracy).then(|| counts(&runs, q)).flatten() {
+        Some((x, y, sizes)) => wilcoxon_counts(&x, &y, &sizes, Alternative::TwoSided, WilcoxonMode::Auto),
+        None => wilcoxon(&xa, &xb, Alternative::TwoSided),
+    };
+    let wilcoxon_p = p_value(over_seeds);
     // KS compares distributions of per-example losses; 0/1 correctness is no continuous sample.
     let ks = (metric == Metric::Perplexity)
         .then(|| {
             let pooled = |runs: &mut dyn Iterator<Item = &Summary>| -> Vec<f64> {
                 runs.flat_map(|s| {
-                    let sets: Vec<String> = match q {
-                        Quantity::InDomain => s.in_domain().map(|e| e.key()).into_iter().collect(),
-                        Quantity::ZsAvg => s.zero_shot().map(|e| e.key()).collect(),
-                    };
                     let by_set = per_example.get(&s.run_id);
-                    sets.into_iter().flat_map(move |set| by_set.and_then(|m| m.get(&set)).cloned().unwrap_or_default())
+                    q.evaluations(s)
+                        .into_iter()
+                        .flat_map(move |e| by_set.and_then(|m| m.get(&e.key())).cloned().unwrap_or_default())
                 })
                 .collect()
             };
@@ -196,6 +218,10 @@ pub fn compare(
             Some((ks.statistic, ks.pvalue, ks_detectable_shift(&yb, ALPHA).ok().flatten()))
         })
         .flatten();
+    let blocks_wilcoxon = (metric == Metric::Perplexity)
+        .then(|| block_differences(&runs, q, per_example))
+        .flatten()
+        .and_then(|d| Some((d.len(), p_value(wilcoxon_differences(&d, Alternative::TwoSided, WilcoxonMode::Auto))?)));
     let sources = if metric == Metric::Accuracy && pairs.len() >= 2 {
         pairs
             .iter()
@@ -219,9 +245,64 @@ pub fn compare(
         wilcoxon_p,
         ks: ks.map(|k| (k.0, k.1)),
         ks_detectable_shift: ks.and_then(|k| k.2),
+        blocks_wilcoxon,
         a_better: metric.better(tram_stats::mean(&xa), tram_stats::mean(&xb)),
         sources,
     })
+}
+
+/// `a`'s counts per pair and set, `b`'s, and the sets' sizes.
+type Counts = (Vec<Vec<u64>>, Vec<Vec<u64>>, Vec<u64>);
+
+/// Accuracy as counts: per pair, the correct examples of `a`'s and of `b`'s run on each of `q`'s sets, and the
+/// sets' sizes; `None` unless every run's value on every set is `k/n` of its set's `n` examples and the sets
+/// (names and sizes) are the same in every run.
+fn counts(runs: &[(&Summary, &Summary)], q: Quantity) -> Option<Counts> {
+    let first = q.evaluations(runs.first()?.0);
+    let sets: Vec<(String, usize)> = first.iter().map(|e| (e.key(), e.examples)).collect();
+    let of = |s: &Summary| -> Option<Vec<u64>> {
+        let evals = q.evaluations(s);
+        (evals.len() == sets.len()).then_some(())?;
+        evals
+            .iter()
+            .zip(&sets)
+            .map(|(e, (key, n))| {
+                let k = e.value * *n as f64;
+                // The value is k/n in floating point: k is the nearest integer, well within 1e-6 of it.
+                (e.key() == *key && e.examples == *n && (k - k.round()).abs() < 1e-6 && k.round() >= 0.0)
+                    .then_some(k.round() as u64)
+            })
+            .collect()
+    };
+    let (mut x, mut y) = (vec![], vec![]);
+    for (a, b) in runs {
+        x.push(of(a)?);
+        y.push(of(b)?);
+    }
+    Some((x, y, sets.iter().map(|s| s.1 as u64).collect()))
+}
+
+/// Per block of `q`'s sets (the same set and index in every run), `a`'s loss minus `b`'s averaged over the
+/// paired runs; `None` when a run lacks a set's per-block values or the runs' sets differ in size.
+fn block_differences(runs: &[(&Summary, &Summary)], q: Quantity, per_example: &PerExample) -> Option<Vec<f64>> {
+    let mut sum: Vec<f64> = vec![];
+    for (a, b) in runs {
+        let mut d = vec![];
+        for e in q.evaluations(a) {
+            let va = per_example.get(&a.run_id)?.get(&e.key())?;
+            let vb = per_example.get(&b.run_id)?.get(&e.key())?;
+            (va.len() == vb.len()).then_some(())?;
+            d.extend(va.iter().zip(vb).map(|(x, y)| x - y));
+        }
+        if sum.is_empty() {
+            sum = d;
+        } else if sum.len() == d.len() {
+            sum.iter_mut().zip(&d).for_each(|(s, v)| *s += v);
+        } else {
+            return None;
+        }
+    }
+    (!sum.is_empty()).then(|| sum.iter().map(|s| s / runs.len() as f64).collect())
 }
 
 /// Per example of `q`'s sets, `a`'s value minus `b`'s, and the weight that makes their weighted sum `q`'s
@@ -272,10 +353,26 @@ pub fn verdict(method: &str, q: Quantity, comparisons: &[Comparison]) -> String 
     }
     let better = tested.iter().filter(|c| c.significant() && c.a_better).count();
     let worse = tested.iter().filter(|c| c.significant() && !c.a_better).count();
-    let test = tested[0].test_name();
-    let n = tested.iter().map(|c| c.pairs).min().unwrap_or(0);
-    let unit = if test == "KS" { "examples".to_string() } else { format!("{n} seeds") };
-    format!("better than {better}, worse than {worse} of {} (p<{ALPHA}, {test}, {unit})", tested.len())
+    let unit = if tested[0].pairs >= 2 {
+        format!("{} seeds", tested.iter().map(|c| c.pairs).min().unwrap_or(0))
+    } else {
+        format!("{} blocks", tested.iter().filter_map(|c| c.blocks_wilcoxon.map(|b| b.0)).min().unwrap_or(0))
+    };
+    format!("better than {better}, worse than {worse} of {} (p<{ALPHA}, Wilcoxon, {unit})", tested.len())
+}
+
+/// The header of the column of [`verdict`]s on `q`, naming the test it counts.
+pub fn verdict_header(q: Quantity, comparisons: &[Comparison]) -> String {
+    let what = if q == Quantity::InDomain { "in-domain" } else { "ZS avg" };
+    let mut tests: Vec<&str> =
+        comparisons.iter().filter(|c| c.quantity == q && c.p().is_some()).map(|c| c.test_name()).collect();
+    tests.sort_unstable();
+    tests.dedup();
+    if tests.is_empty() {
+        format!("{what} vs the other methods")
+    } else {
+        format!("{what} vs the other methods ({}, p<{ALPHA})", tests.join(" / "))
+    }
 }
 
 /// The comparisons as a table: one row per (a, b, quantity).
@@ -300,7 +397,14 @@ pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
         Column::new("ks_statistic".into(), opt(&|c| c.ks.map(|k| k.0))),
         Column::new("ks_p".into(), opt(&|c| c.ks.map(|k| k.1))),
         Column::new("ks_detectable_shift".into(), opt(&|c| c.ks_detectable_shift)),
+        Column::new(
+            "blocks".into(),
+            comparisons.iter().map(|c| c.blocks_wilcoxon.map(|b| b.0 as u64)).collect::<Vec<_>>(),
+        ),
+        Column::new("blocks_wilcoxon_p".into(), opt(&|c| c.blocks_wilcoxon.map(|b| b.1))),
         Column::new("better".into(), comparisons.iter().map(|c| c.a_better).collect::<Vec<_>>()),
+        // Which p-value `significant` compares with ALPHA: wilcoxon_p (seeds) or blocks_wilcoxon_p (one seed).
+        Column::new("test".into(), comparisons.iter().map(|c| c.p().map(|_| c.test_name())).collect::<Vec<_>>()),
         Column::new("significant".into(), comparisons.iter().map(|c| c.significant()).collect::<Vec<_>>()),
         // Accuracy: the paired difference's standard deviation over seeds, the share of its variance that the
         // test sets' size explains, the seeds a 95% half-width of one point (0.01) needs with these sets and with
@@ -316,6 +420,7 @@ pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tram_stats::WilcoxonMethod;
     use tram_task::{Domain, Evaluation, Split};
 
     fn run(method: &str, seed: u64, metric: Metric, in_domain: f64, zs: f64) -> Summary {
@@ -406,24 +511,173 @@ mod tests {
     }
 
     #[test]
-    fn one_seed_perplexity_falls_back_to_ks_over_blocks() {
-        let s =
-            vec![run("base", 0, Metric::Perplexity, 20.0, 30.0), run("tram-prev", 0, Metric::Perplexity, 19.0, 29.0)];
+    fn accuracy_differences_tie_by_their_counts() {
+        // Table 5's in-domain accuracies of ASAM and TRAM-x (k of 334, 8 seeds): Δk = 1, 7, 6, −4, −6, 0, −5, −6.
+        let asam = [160, 169, 155, 153, 159, 155, 146, 152];
+        let tram = [159, 162, 149, 157, 165, 155, 151, 158];
+        let mut s = vec![];
+        for seed in 0..8 {
+            for (m, k) in [("asam", asam[seed]), ("tram-x", tram[seed])] {
+                let mut r = run(m, seed as u64, Metric::Accuracy, f64::from(k) / 334.0, 0.5);
+                r.evaluations[0].examples = 334;
+                s.push(r);
+            }
+        }
+        let c = compare("asam", "tram-x", Quantity::InDomain, &s, &PerExample::new(), Metric::Accuracy).unwrap();
+        // SciPy on the exact differences (one zero, |6| three times): the sign-flip enumeration, 0.953125.
+        assert_eq!(c.wilcoxon_p, Some(0.953125));
+        let (x, y): (Vec<f64>, Vec<f64>) = (0..8).map(|i| (asam[i] as f64 / 334.0, tram[i] as f64 / 334.0)).unzip();
+        assert_eq!(wilcoxon(&x, &y, Alternative::TwoSided).unwrap().pvalue, 0.765625, "k/n − k′/n splits the ties");
+        // A value that is no k/n leaves the counts aside: the values themselves are ranked.
+        s[0].evaluations[0].value += 1e-3;
+        let c = compare("asam", "tram-x", Quantity::InDomain, &s, &PerExample::new(), Metric::Accuracy).unwrap();
+        let x0 = s[0].evaluations[0].value;
+        let x: Vec<f64> = std::iter::once(x0).chain(x[1..].iter().copied()).collect();
+        assert_eq!(c.wilcoxon_p, Some(wilcoxon(&x, &y, Alternative::TwoSided).unwrap().pvalue));
+    }
+
+    #[test]
+    fn zero_shot_average_ties_over_sets_of_different_sizes() {
+        // Two zero-shot sets of 3 and 7 examples: 1 vs 0 correct on the second set is the same ZS-avg difference
+        // (1/14) as 5 vs 4 with the sign flipped, which floating point rounds apart: |(0 + 1/7)/2 − 0| ≠
+        // |(0 + 4/7)/2 − (0 + 5/7)/2|.
+        let counts = [((0, 1), (0, 0)), ((0, 4), (0, 5)), ((1, 0), (0, 0)), ((0, 0), (0, 2)), ((2, 7), (0, 0))];
+        let mut s = vec![];
+        for (seed, (ka, kb)) in counts.iter().enumerate() {
+            for (m, (k1, k2)) in [("base", ka), ("sam", kb)] {
+                let mut r = run(m, seed as u64, Metric::Accuracy, 0.5, 0.0);
+                let mut second = r.evaluations[1].clone();
+                r.evaluations[1].examples = 3;
+                r.evaluations[1].value = f64::from(*k1) / 3.0;
+                second.set = "c".into();
+                second.examples = 7;
+                second.value = f64::from(*k2) / 7.0;
+                r.evaluations.push(second);
+                s.push(r);
+            }
+        }
+        let c = compare("base", "sam", Quantity::ZsAvg, &s, &PerExample::new(), Metric::Accuracy).unwrap();
+        // Numerators over 2·lcm(3, 7) = 42: 3, −3, 7, −6, 2·7 + 7·3 = 35; five pairs with a tie: enumeration.
+        let want =
+            wilcoxon_differences(&[3.0, -3.0, 7.0, -6.0, 35.0], Alternative::TwoSided, WilcoxonMode::Auto).unwrap();
+        assert_eq!((want.method, want.r_plus, want.r_minus), (WilcoxonMethod::Permutation, 10.5, 4.5));
+        assert_eq!(c.wilcoxon_p, Some(want.pvalue));
+        let (x, y): (Vec<f64>, Vec<f64>) =
+            (0..5).map(|i| (s[2 * i].zero_shot_mean(), s[2 * i + 1].zero_shot_mean())).unzip();
+        let float = wilcoxon(&x, &y, Alternative::TwoSided).unwrap();
+        assert_eq!(float.method, WilcoxonMethod::Exact, "the float differences lose the tie");
+        assert_ne!(float.pvalue, want.pvalue);
+    }
+
+    #[test]
+    fn per_example_values_are_read_in_index_order_or_refused() {
+        let dir = std::env::temp_dir().join(format!("tram-significance-{}", std::process::id()));
+        let s = [run("base", 0, Metric::Perplexity, 20.0, 30.0)];
+        std::fs::create_dir_all(dir.join("base-s0")).unwrap();
+        let write =
+            |rows: &str| std::fs::write(dir.join("base-s0/examples.csv"), format!("set,index,value\n{rows}")).unwrap();
+        write("a,0,3.5\nb,0,1.0\na,1,2.5\n");
+        let pe = read_per_example(&dir, &s).unwrap();
+        assert_eq!((pe["base-s0"]["a"].clone(), pe["base-s0"]["b"].clone()), (vec![3.5, 2.5], vec![1.0]));
+        // A block out of place would be paired with another run's different block.
+        write("a,1,2.5\na,0,3.5\n");
+        let err = read_per_example(&dir, &s).unwrap_err().to_string();
+        assert!(err.contains("`a` lists example 1 out of order"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// One run per method on an in-domain set `a` of 200 blocks and zero-shot sets `b` and `c` of 100 each.
+    fn block_runs(offset: &dyn Fn(usize) -> f64) -> (Vec<Summary>, PerExample) {
+        let mut s = vec![];
         let mut pe = PerExample::new();
-        pe.entry("base-s0".into()).or_default().insert("a".into(), (0..200).map(|i| 3.0 + 0.01 * i as f64).collect());
-        pe.entry("tram-prev-s0".into())
-            .or_default()
-            .insert("a".into(), (0..200).map(|i| 2.0 + 0.01 * i as f64).collect());
+        for (m, shift) in [("base", 0.0), ("tram-prev", 1.0)] {
+            let mut r = run(m, 0, Metric::Perplexity, 20.0 - shift, 30.0 - shift);
+            let mut c = r.evaluations[1].clone();
+            c.set = "c".into();
+            r.evaluations.push(c);
+            s.push(r);
+            let by_set = pe.entry(format!("{m}-s0")).or_default();
+            // Losses spread over 3.0 .. 5.0 by block; tram-prev's differ from base's by offset(block).
+            for (set, n, start) in [("a", 200, 0), ("b", 100, 200), ("c", 100, 300)] {
+                let loss = |i: usize| 3.0 + 0.01 * ((i * 37) % 200) as f64 - shift * offset(start + i);
+                by_set.insert(set.into(), (0..n).map(loss).collect());
+            }
+        }
+        (s, pe)
+    }
+
+    #[test]
+    fn one_seed_perplexity_pairs_blocks_beside_ks() {
+        // Every block 0.01 lower (a tenth of a percent of perplexity, plus a little per block): KS over the
+        // pooled losses cannot tell, the paired test over the same blocks can.
+        let (s, pe) = block_runs(&|i| 0.01 + 1e-5 * (i % 7) as f64);
         let c = compare("tram-prev", "base", Quantity::InDomain, &s, &pe, Metric::Perplexity).unwrap();
-        assert_eq!(c.pairs, 1);
-        assert_eq!(c.test_name(), "KS");
-        let (d, p) = c.ks.unwrap();
-        assert!((d - 0.5).abs() < 0.01 && p < 1e-10, "shifted by half the range: D ≈ 0.5 ({d}), p {p}");
-        assert!(c.a_better && c.significant(), "lower perplexity is better");
-        // 200 evenly spaced losses 0.01 apart: KS at 0.01 needs D = k/200 with k the first significant count.
-        let shift = c.ks_detectable_shift.unwrap();
-        assert!(shift > 0.05 && shift < 0.5, "{shift}");
-        assert_eq!(Some(shift), ks_detectable_shift(&pe["base-s0"]["a"], ALPHA).unwrap());
-        assert_eq!(format_diff(Metric::Perplexity, &c), "−1.0");
+        assert_eq!((c.pairs, c.test_name()), (1, "paired Wilcoxon over blocks"));
+        let (d, ks_p) = c.ks.unwrap();
+        assert!(d <= 0.02 && ks_p > 0.5, "KS sees nothing: D {d}, p {ks_p}");
+        let (blocks, p) = c.blocks_wilcoxon.unwrap();
+        // All 200 differences negative and distinct up to the 7 offsets' ties: the normal tail, far below 1e-30.
+        assert_eq!(blocks, 200);
+        assert!(p < 1e-30, "{p}");
+        assert_eq!(c.p(), Some(p));
+        assert!(c.a_better && c.significant());
+        // The zero-shot average pairs the blocks of both sets: 200 of them.
+        let zs = compare("tram-prev", "base", Quantity::ZsAvg, &s, &pe, Metric::Perplexity).unwrap();
+        assert_eq!(zs.blocks_wilcoxon.map(|b| b.0), Some(200));
+        let back = compare("base", "tram-prev", Quantity::ZsAvg, &s, &pe, Metric::Perplexity).unwrap();
+        assert_eq!(back.blocks_wilcoxon.unwrap().1, zs.blocks_wilcoxon.unwrap().1, "symmetric");
+        let all = vec![c, zs.clone(), back];
+        assert_eq!(
+            verdict("tram-prev", Quantity::ZsAvg, &all),
+            "better than 1, worse than 0 of 1 (p<0.01, Wilcoxon, 200 blocks)"
+        );
+        assert_eq!(
+            verdict_header(Quantity::ZsAvg, &all),
+            "ZS avg vs the other methods (paired Wilcoxon over blocks, p<0.01)"
+        );
+        let df = frame(Metric::Perplexity, &all).unwrap();
+        assert_eq!(df.column("blocks").unwrap().u64().unwrap().get(1), Some(200));
+        assert_eq!(df.column("blocks_wilcoxon_p").unwrap().f64().unwrap().get(1), zs.blocks_wilcoxon.map(|b| b.1));
+        assert_eq!(df.column("test").unwrap().str().unwrap().get(1), Some("paired Wilcoxon over blocks"));
+        assert!(df.column("ks_p").unwrap().f64().unwrap().get(1).unwrap() > 0.5, "KS columns kept");
+    }
+
+    #[test]
+    fn blocks_pair_by_identity_and_need_every_set() {
+        // tram-prev's losses are base's in reverse block order: the same sample (KS D = 0), and the paired
+        // differences are antisymmetric about the middle block, so the signed ranks balance exactly.
+        let (mut s, mut pe) = block_runs(&|_| 0.0);
+        let base_a = pe["base-s0"]["a"].clone();
+        pe.get_mut("tram-prev-s0").unwrap().insert("a".into(), base_a.iter().rev().copied().collect());
+        let c = compare("tram-prev", "base", Quantity::InDomain, &s, &pe, Metric::Perplexity).unwrap();
+        assert_eq!(c.ks.unwrap().0, 0.0);
+        assert_eq!(c.blocks_wilcoxon.unwrap().1, 1.0);
+        // Identical losses: every difference zero, no evidence either way.
+        let zs = compare("tram-prev", "base", Quantity::ZsAvg, &s, &pe, Metric::Perplexity).unwrap();
+        assert_eq!(zs.blocks_wilcoxon, Some((200, 1.0)));
+        // A zero-shot set without per-block values, or of another size, leaves the test out.
+        pe.get_mut("base-s0").unwrap().get_mut("c").unwrap().pop();
+        assert_eq!(
+            compare("tram-prev", "base", Quantity::ZsAvg, &s, &pe, Metric::Perplexity).unwrap().blocks_wilcoxon,
+            None
+        );
+        pe.get_mut("base-s0").unwrap().remove("c");
+        let none = compare("tram-prev", "base", Quantity::ZsAvg, &s, &pe, Metric::Perplexity).unwrap();
+        assert_eq!((none.blocks_wilcoxon, none.p()), (None, None));
+        // Two seeds: each block's difference is averaged over the seeds before ranking.
+        let (s1, pe1) = block_runs(&|i| if i < 100 { 0.02 } else { -0.01 });
+        for r in s1 {
+            s.push(Summary { run_id: r.run_id.replace("-s0", "-s1"), seed: 1, ..r });
+        }
+        for (run, sets) in pe1 {
+            pe.insert(run.replace("-s0", "-s1"), sets);
+        }
+        let two = compare("tram-prev", "base", Quantity::InDomain, &s, &pe, Metric::Perplexity).unwrap();
+        let d: Vec<f64> = (0..200)
+            .map(|i| ((base_a[199 - i] - base_a[i]) + (pe["tram-prev-s1"]["a"][i] - pe["base-s1"]["a"][i])) / 2.0)
+            .collect();
+        let want = wilcoxon_differences(&d, Alternative::TwoSided, WilcoxonMode::Auto).unwrap().pvalue;
+        assert_eq!((two.pairs, two.blocks_wilcoxon), (2, Some((200, want))));
+        assert_eq!(two.test_name(), "paired Wilcoxon over seeds");
     }
 }

@@ -262,7 +262,7 @@ pub fn transfer(
     }
     let significance_column = !comparisons.is_empty() && !zs_sets.is_empty();
     if significance_column {
-        header.push("ZS avg vs the other methods".to_string());
+        header.push(significance::verdict_header(Quantity::ZsAvg, comparisons));
     }
     for p in paper {
         header.extend(p.columns.iter().map(|c| format!("paper {}: {c}", p.name)));

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write the SciPy reference values that `tests/scipy_parity.rs` checks `tram-stats` against.
 
-Every input is written into the fixture (hard-coded lists and seeded NumPy draws, the draws rounded to 6 decimals
-before SciPy sees them), except the very large KS samples, which are a "weyl" recipe both sides evaluate with the
+Every input is written into the fixture (hard-coded lists, seeded NumPy draws rounded to 6 decimals before SciPy
+sees them, and the counts k/n of real accuracies read from the committed results/*-long.csv), except the very large KS samples, which are a "weyl" recipe both sides evaluate with the
 same IEEE operations: u_i = ((i + 1) * alpha) % 1.0, x_i = u_i + c * u_i * (1.0 - u_i), i = 0..n-1 (the fixture
 also stores sum(x) so that the Rust test can confirm it rebuilt the same sample).
 
@@ -14,11 +14,13 @@ Regenerate (from the repository root):
 SciPy is needed only here, never by the Rust crate or its tests.
 """
 
+import csv
 import json
 import math
 import pathlib
 import sys
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import scipy
@@ -102,7 +104,7 @@ for name, a, b in [
 
 # ---------------------------------------------------------------- Wilcoxon signed-rank
 def wilcoxon_method(d):
-    """The method scipy.stats.wilcoxon(method='auto') picks (SciPy >= 1.15)."""
+    """The method scipy.stats.wilcoxon(method='auto') picks (SciPy 1.17.1's rules, unchanged since 1.15)."""
     nz = d[d != 0]
     has_ties = len(np.unique(np.abs(nz))) < len(nz)
     has_zeros = np.any(d == 0)
@@ -131,26 +133,126 @@ w_inputs = [
     ("n25_ties_zeros", fixed("w25_tz", [float(v) for v in rng.integers(-4, 9, 25)]), None),
     ("n60", draw("w60", rng.normal(0.2, 1.0, 60)), None),
 ]
+# method="exact" on ties and zeros (the untied law of the non-zero count, R+ rounded: gh-19872) and
+# method="asymptotic" on small tie-free samples.
+w_modes = {
+    "n10_ties": ("auto", "exact"),
+    "n12_zeros": ("auto", "exact"),
+    "n20_ties": ("auto", "exact"),
+    "n20_zeros": ("auto", "exact"),
+    "n25_ties_zeros": ("auto", "exact"),
+    "n8_xy": ("auto", "asymptotic"),
+    "n20": ("auto", "asymptotic"),
+}
 for name, x, y in w_inputs:
     xname, yname = names_of(x), (None if y is None else names_of(y))
     d = x if y is None else x - y
-    method = wilcoxon_method(d)
-    for alt in ALTERNATIVES:
-        args = (x,) if y is None else (x, y)
-        res = stats.wilcoxon(*args, alternative=alt)
-        # The label is ours; confirm that SciPy's 'auto' gave what the named method gives.
-        explicit = stats.PermutationMethod() if method == "permutation" else method
-        assert res.pvalue == stats.wilcoxon(*args, alternative=alt, method=explicit).pvalue, (name, alt)
-        wilcoxon.append({
-            "name": f"{name}/{alt}",
-            "x": xname,
-            "y": yname,
-            "alternative": alt,
-            "method": method,
-            "n_zero": int(np.sum(d == 0)),
-            "statistic": float(res.statistic),
-            "pvalue": float(res.pvalue),
-        })
+    for mode in w_modes.get(name, ("auto",)):
+        method = wilcoxon_method(d) if mode == "auto" else mode
+        for alt in ALTERNATIVES:
+            args = (x,) if y is None else (x, y)
+            res = stats.wilcoxon(*args, alternative=alt, method=mode)
+            if mode == "auto":
+                # The label is ours; confirm that SciPy's 'auto' gave what the named method gives.
+                explicit = stats.PermutationMethod() if method == "permutation" else method
+                assert res.pvalue == stats.wilcoxon(*args, alternative=alt, method=explicit).pvalue, (name, alt)
+            wilcoxon.append({
+                "name": f"{name}/{mode}/{alt}",
+                "x": xname,
+                "y": yname,
+                "alternative": alt,
+                "mode": mode,
+                "method": method,
+                "n_zero": int(np.sum(d == 0)),
+                "statistic": float(res.statistic),
+                "pvalue": float(res.pvalue),
+            })
+
+# Accuracies of real runs, as counts k of n on the same sets (8 seeds per method in Table 5, 16 in Table 3's
+# power profile): paired differences with tied and zero values. SciPy sees each exact difference as the nearest
+# float (in-domain: (k - k') / n); tram-stats gets the counts. The in-domain cases are every pair of Table 5's
+# methods whose differences tie or vanish; the zero-shot averages (18 sets of different sizes) have neither but
+# exercise the common denominator.
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+def read_counts(csv_name):
+    """(method, seed) -> {set: (k, n)} from a committed long CSV (accuracy and examples rows)."""
+    rows = list(csv.DictReader(open(ROOT / "results" / csv_name)))
+    acc, n, domain = {}, {}, {}
+    for r in rows:
+        key = (r["method"], int(r["seed"]))
+        if r["metric"] == "accuracy":
+            acc.setdefault(key, {})[r["set"]] = float(r["value"])
+        elif r["metric"] == "examples":
+            n.setdefault(key, {})[r["set"]] = int(float(r["value"]))
+        domain[r["set"]] = r["domain"]
+    counts = {}
+    for key, sets in n.items():
+        counts[key] = {}
+        for s, size in sets.items():
+            k = acc[key][s] * size
+            assert abs(k - round(k)) < 1e-6, (csv_name, key, s, k)
+            counts[key][s] = (round(k), size)
+    in_domain = [s for s, d in domain.items() if d == "in-domain" and "(validation)" not in s]
+    zero_shot = [s for s, d in domain.items() if d == "zero-shot" and s != "zs-avg"]
+    return counts, in_domain, zero_shot
+
+
+wilcoxon_counts = []
+count_samples = {}  # by case: the counts x[seed][set], y[seed][set] and the sets' sizes
+
+
+def counts_case(source, counts, a, b, sets):
+    seeds = sorted(s for (m, s) in counts if m == a and (b, s) in counts)
+    sizes = [counts[(a, seeds[0])][s][1] for s in sets]
+    x = [[counts[(a, seed)][s][0] for s in sets] for seed in seeds]
+    y = [[counts[(b, seed)][s][0] for s in sets] for seed in seeds]
+    assert all(counts[(m, seed)][s][1] == n for m in (a, b) for seed in seeds for s, n in zip(sets, sizes))
+    exact = [sum(Fraction(ka - kb, n) for ka, kb, n in zip(xs, ys, sizes)) / len(sizes) for xs, ys in zip(x, y)]
+    d = np.array([float(v) for v in exact])
+    if len(sets) == 1:
+        assert list(d) == [(xs[0] - ys[0]) / sizes[0] for xs, ys in zip(x, y)]
+    absd = [abs(v) for v in exact if v != 0]
+    ties, zeros = len(set(absd)) < len(absd), any(v == 0 for v in exact)
+    assert len(set(abs(v) for v in d if v != 0)) == len(set(absd)), "the nearest floats keep every tie apart"
+    quantity = sets[0] if len(sets) == 1 else f"{len(sets)}-set average"
+    case = f"{source} {a} vs {b} {quantity}"
+    count_samples[case] = {"x": x, "y": y, "sizes": sizes}
+    for mode in ("auto", "exact"):
+        method = wilcoxon_method(d) if mode == "auto" else mode
+        for alt in ALTERNATIVES:
+            res = stats.wilcoxon(d, alternative=alt, method=mode)
+            if mode == "auto":
+                explicit = stats.PermutationMethod() if method == "permutation" else method
+                assert res.pvalue == stats.wilcoxon(d, alternative=alt, method=explicit).pvalue, (a, b, alt)
+            wilcoxon_counts.append({
+                "name": f"{case}/{mode}/{alt}",
+                "counts": case,
+                "ties": ties,
+                "alternative": alt,
+                "mode": mode,
+                "method": method,
+                "n_zero": int(np.sum(d == 0)),
+                "statistic": float(res.statistic),
+                "pvalue": float(res.pvalue),
+            })
+
+
+t5, t5_in, t5_zs = read_counts("table5-embedded-long.csv")
+t5_methods = sorted({m for m, _ in t5})
+for i, a in enumerate(t5_methods):
+    for b in t5_methods[i + 1:]:
+        seeds = sorted(s for (m, s) in t5 if m == a and (b, s) in t5)
+        dk = [t5[(a, s)][t5_in[0]][0] - t5[(b, s)][t5_in[0]][0] for s in seeds]
+        nz = [abs(v) for v in dk if v != 0]
+        if nz and (len(set(nz)) < len(nz) or len(nz) < len(dk)):
+            counts_case("table5", t5, a, b, t5_in)
+for b in ["asam", "sam", "tram-fisher", "tram-x"]:
+    counts_case("table5", t5, "base", b, t5_zs)
+t3, t3_in, t3_zs = read_counts("table3-power-long.csv")
+counts_case("table3-power", t3, "tram-prev", "base", t3_in)
+counts_case("table3-power", t3, "tram-prev", "base", t3_zs)
 
 # ---------------------------------------------------------------- two-sample Kolmogorov-Smirnov
 ks = []
@@ -292,9 +394,11 @@ fixture = {
     "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "scipy": scipy.__version__},
     "samples": samples,
     "generated": generated,
+    "count_samples": count_samples,
     "summary": summary,
     "paired": paired,
     "wilcoxon": wilcoxon,
+    "wilcoxon_counts": wilcoxon_counts,
     "ks_2samp": ks,
     "kstwo_sf": kstwo,
     "smirnov_sf": smirnov,

@@ -16,6 +16,12 @@ pub enum StatsError {
     /// Every paired difference is zero: the signed-rank statistic is undefined.
     #[error("the Wilcoxon signed-rank test needs at least one non-zero difference")]
     AllZeroDifferences,
+    /// A count of correct examples above its set's size.
+    #[error("count {count} exceeds its set's size {size}")]
+    CountAboveSize { count: u64, size: u64 },
+    /// An exact integer computation does not fit its type.
+    #[error("{0} overflows")]
+    Overflow(&'static str),
     /// An input is constant, so the correlation coefficient is undefined.
     #[error("{0} is constant: the correlation coefficient is undefined")]
     ConstantInput(&'static str),

@@ -3,7 +3,8 @@
 //!
 //! * [`mean`], [`std_dev`], [`median`], [`ci95_half_width`], [`summarize`] — per-method summaries;
 //! * [`paired_difference`] — paired (same seed) differences with their 95 % confidence interval;
-//! * [`wilcoxon`], [`wilcoxon_differences`] — `scipy.stats.wilcoxon` with its defaults;
+//! * [`wilcoxon`], [`wilcoxon_differences`], [`wilcoxon_counts`] — `scipy.stats.wilcoxon` (`method` auto, exact
+//!   or asymptotic), the last on accuracies given as counts so that equal differences tie exactly;
 //! * [`ks_2samp`] — `scipy.stats.ks_2samp`, exact and asymptotic, with [`kstwo_sf`] and [`smirnov_sf`]
 //!   (`scipy.stats.kstwo.sf`, `scipy.special.smirnov`) behind it; [`ks_detectable_shift`], the smallest location
 //!   shift it detects on a given sample;
@@ -36,7 +37,7 @@ pub use power::{variance_sources, VarianceSources};
 pub use summary::{
     ci95_half_width, mean, median, paired_difference, std_dev, student_t_quantile, summarize, Paired, Summary,
 };
-pub use wilcoxon::{wilcoxon, wilcoxon_differences, Wilcoxon, WilcoxonMethod};
+pub use wilcoxon::{wilcoxon, wilcoxon_counts, wilcoxon_differences, Wilcoxon, WilcoxonMethod, WilcoxonMode};
 
 /// The alternative hypothesis of a test, named as SciPy's `alternative=` argument.
 ///

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use tram_stats::{
     ci95_half_width, ks_2samp, kstwo_sf, mean, median, paired_difference, pearsonr, smirnov_sf, std_dev,
-    student_t_quantile, summarize, wilcoxon, wilcoxon_differences, Alternative, KsMethod, WilcoxonMethod,
+    student_t_quantile, summarize, wilcoxon, wilcoxon_counts, wilcoxon_differences, Alternative, KsMethod, Wilcoxon,
+    WilcoxonMethod, WilcoxonMode,
 };
 
 const DEFAULT_TOL: f64 = 1e-10;
@@ -108,7 +109,8 @@ fn the_fixture_holds_every_case() {
     for (key, expected) in [
         ("summary", 5),
         ("paired", 3),
-        ("wilcoxon", 36),
+        ("wilcoxon", 57),
+        ("wilcoxon_counts", 348),
         ("ks_2samp", 63),
         ("kstwo_sf", 266),
         ("smirnov_sf", 88),
@@ -120,6 +122,16 @@ fn the_fixture_holds_every_case() {
     let w: Vec<&str> = cases(&fx, "wilcoxon").iter().map(|c| s(&c["method"])).collect();
     for m in ["exact", "permutation", "asymptotic"] {
         assert!(w.iter().filter(|x| **x == m).count() >= 6, "wilcoxon {m}");
+    }
+    // Real k/n accuracies with tied and with zero differences, in both modes, and each method of "auto" on them.
+    let wc = cases(&fx, "wilcoxon_counts");
+    for mode in ["auto", "exact"] {
+        let of_mode = || wc.iter().filter(|c| s(&c["mode"]) == mode);
+        assert!(of_mode().filter(|c| c["ties"].as_bool().unwrap()).count() >= 100, "{mode}: ties");
+        assert!(of_mode().filter(|c| c["n_zero"].as_u64().unwrap() > 0).count() >= 30, "{mode}: zeros");
+    }
+    for m in ["exact", "permutation", "asymptotic"] {
+        assert!(wc.iter().any(|c| s(&c["mode"]) == "auto" && s(&c["method"]) == m), "counts, auto: {m}");
     }
     let k: Vec<&str> = cases(&fx, "ks_2samp").iter().map(|c| s(&c["method_used"])).collect();
     for m in ["exact", "asymp"] {
@@ -161,6 +173,29 @@ fn summaries_match_numpy_and_scipy() {
     p.report();
 }
 
+fn mode(c: &Value) -> WilcoxonMode {
+    match s(&c["mode"]) {
+        "auto" => WilcoxonMode::Auto,
+        "exact" => WilcoxonMode::Exact,
+        "asymptotic" => WilcoxonMode::Asymptotic,
+        other => panic!("unknown mode {other}"),
+    }
+}
+
+/// The method SciPy used, the non-zero count and the statistic (a half-integer rank sum: exact) of one case.
+fn check_wilcoxon_shape(c: &Value, r: &Wilcoxon, n_total: usize) {
+    let name = s(&c["name"]);
+    let method = match s(&c["method"]) {
+        "exact" => WilcoxonMethod::Exact,
+        "permutation" => WilcoxonMethod::Permutation,
+        "asymptotic" => WilcoxonMethod::Asymptotic,
+        other => panic!("unknown method {other}"),
+    };
+    assert_eq!(r.method, method, "{name}");
+    assert_eq!(r.n_nonzero, n_total - c["n_zero"].as_u64().unwrap() as usize, "{name}");
+    assert_eq!(r.statistic, f(&c["statistic"]), "{name} statistic");
+}
+
 #[test]
 fn wilcoxon_matches_scipy() {
     let fx = fixture();
@@ -170,22 +205,54 @@ fn wilcoxon_matches_scipy() {
         let name = s(&c["name"]);
         let a = alt(&c["alternative"]);
         let x = &smp[s(&c["x"])];
-        let r = match c["y"].as_str() {
-            Some(y) => wilcoxon(x, &smp[y], a).unwrap(),
-            None => wilcoxon_differences(x, a).unwrap(),
+        let r = match (c["y"].as_str(), mode(c)) {
+            (Some(y), WilcoxonMode::Auto) => wilcoxon(x, &smp[y], a).unwrap(),
+            (Some(y), m) => {
+                let d: Vec<f64> = x.iter().zip(&smp[y]).map(|(a, b)| a - b).collect();
+                wilcoxon_differences(&d, a, m).unwrap()
+            }
+            (None, m) => wilcoxon_differences(x, a, m).unwrap(),
         };
-        let method = match s(&c["method"]) {
-            "exact" => WilcoxonMethod::Exact,
-            "permutation" => WilcoxonMethod::Permutation,
-            "asymptotic" => WilcoxonMethod::Asymptotic,
-            other => panic!("unknown method {other}"),
-        };
-        assert_eq!(r.method, method, "{name}");
-        assert_eq!(r.n_nonzero, x.len() - c["n_zero"].as_u64().unwrap() as usize, "{name}");
-        // rank sums are half-integers: exact
-        assert_eq!(r.statistic, f(&c["statistic"]), "{name} statistic");
+        check_wilcoxon_shape(c, &r, x.len());
         w.check(name, "pvalue", r.pvalue, f(&c["pvalue"]));
     }
+    w.report();
+}
+
+fn counts(v: &Value) -> Vec<u64> {
+    v.as_array().unwrap().iter().map(|k| k.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn wilcoxon_on_counts_matches_scipy_with_ties_and_zeros() {
+    let fx = fixture();
+    let mut w = Worst::new("wilcoxon k/n", DEFAULT_TOL);
+    let mut split_by_floats = 0;
+    for c in cases(&fx, "wilcoxon_counts") {
+        let name = s(&c["name"]);
+        let (a, m) = (alt(&c["alternative"]), mode(c));
+        let sample = &fx["count_samples"][s(&c["counts"])];
+        let rows = |k: &str| sample[k].as_array().unwrap().iter().map(counts).collect::<Vec<_>>();
+        let (x, y, sizes) = (rows("x"), rows("y"), counts(&sample["sizes"]));
+        let r = wilcoxon_counts(&x, &y, &sizes, a, m).unwrap();
+        check_wilcoxon_shape(c, &r, x.len());
+        w.check(name, "pvalue", r.pvalue, f(&c["pvalue"]));
+        if let [n] = sizes[..] {
+            // One set: the differences of k/n accuracies, (k − k′)/n, as SciPy was given them.
+            let d: Vec<f64> = x.iter().zip(&y).map(|(a, b)| (a[0] as f64 - b[0] as f64) / n as f64).collect();
+            let rd = wilcoxon_differences(&d, a, m).unwrap();
+            check_wilcoxon_shape(c, &rd, d.len());
+            w.check(name, "pvalue of (k − k′)/n", rd.pvalue, f(&c["pvalue"]));
+            // What the ties are for: k/n − k′/n rounds equal differences apart.
+            let (xa, xb): (Vec<f64>, Vec<f64>) =
+                x.iter().zip(&y).map(|(a, b)| (a[0] as f64 / n as f64, b[0] as f64 / n as f64)).unzip();
+            if m == WilcoxonMode::Auto && wilcoxon(&xa, &xb, a).unwrap().pvalue != r.pvalue {
+                split_by_floats += 1;
+            }
+        }
+    }
+    println!("k/n − k′/n splits ties in {split_by_floats} one-set cases (auto)");
+    assert!(split_by_floats >= 30, "the fixture holds the ties that k/n − k′/n splits ({split_by_floats} cases)");
     w.report();
 }
 
