@@ -21,6 +21,12 @@
 //! evaluated on the whole set, and [`Sharpness::points`] gives φ at each, so a table can show that more updates
 //! do not change a ranking.
 //!
+//! Each update moves a parameter by lr·|g_i|, which for fine-tuned language models is far below the box's
+//! half-width ε(|x_i| + 1): a few SGD updates stay deep inside the box, and what they measure grows with their
+//! number (≈ lr·k·‖∇ℓ‖², a gradient-norm proxy), not the maximum. So the box's own maximiser is measured too:
+//! [`Sharpness::corner`] is `ℓ` at `x + ε(|x| + 1) ⊙ sign(∇ℓ(x))` (the gradient over the whole set), the exact
+//! maximiser of the loss's first-order approximation over the box, reached in one projected step.
+//!
 //! # Linear CKA (Kornblith et al. 2019; Eq. 12)
 //!
 //! ```text
@@ -112,6 +118,10 @@ pub struct Sharpness {
     pub examples: usize,
     /// One point per entry of [`SharpnessConfig::evaluate_at`], in order.
     pub points: Vec<SharpnessPoint>,
+    /// `ℓ` and φ at the box's corner along the signs of the whole set's gradient (the linearised loss's
+    /// maximiser; `steps` is 1: one projected step). Absent in measurements made before it existed.
+    #[serde(default)]
+    pub corner: Option<SharpnessPoint>,
 }
 
 impl Sharpness {
@@ -173,6 +183,8 @@ pub fn epsilon_sharpness<M: Model>(model: &M, batches: &[M::Batch], config: &Sha
             .unzip()
     });
 
+    // The corner first, from x itself: the SGD ascent below then starts at x as it always has.
+    let corner = box_corner(model, batches, (&sizes, examples), &mut params, (&lower, &upper), base_loss)?;
     let mut points = Vec::with_capacity(config.evaluate_at.len());
     let mut max_loss = base_loss;
     let mut next_batch = 0;
@@ -198,7 +210,39 @@ pub fn epsilon_sharpness<M: Model>(model: &M, batches: &[M::Batch], config: &Sha
         max_loss = max_loss.max(loss);
         points.push(SharpnessPoint { steps, loss, max_loss, sharpness: sharpness_percent(max_loss, base_loss) });
     }
-    Ok(Sharpness { base_loss, examples, points })
+    Ok(Sharpness { base_loss, examples, points, corner: Some(corner) })
+}
+
+/// `ℓ` and φ at the corner of the box along the signs of the whole set's gradient at `x`: each parameter at the
+/// bound its gradient points at (a zero gradient leaves it at `x`). The parameters are back at `x` afterwards.
+fn box_corner<M: Model>(
+    model: &M,
+    batches: &[M::Batch],
+    (sizes, examples): (&[usize], usize),
+    params: &mut [Tensor],
+    (lower, upper): (&[Tensor], &[Tensor]),
+    base_loss: f64,
+) -> Result<SharpnessPoint> {
+    let x: Vec<Tensor> = tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
+    let all: Vec<usize> = (0..batches.len()).collect();
+    let grads = accumulated_gradient(model, batches, sizes, &all, params)?;
+    tch::no_grad(|| {
+        for ((((p, g), lo), hi), x) in params.iter_mut().zip(&grads).zip(lower).zip(upper).zip(&x) {
+            p.copy_(&hi.where_self(&g.gt(0.0), &lo.where_self(&g.lt(0.0), x)));
+        }
+    });
+    let loss = mean_loss(model, batches, sizes, examples);
+    tch::no_grad(|| {
+        for (p, x) in params.iter_mut().zip(&x) {
+            p.copy_(x);
+        }
+    });
+    let loss = loss?;
+    if !loss.is_finite() {
+        return Err(config_err(format!("ε-sharpness: the loss at the box's corner is {loss}")));
+    }
+    let max_loss = loss.max(base_loss);
+    Ok(SharpnessPoint { steps: 1, loss, max_loss, sharpness: sharpness_percent(max_loss, base_loss) })
 }
 
 /// Copies the variables back from their snapshot when dropped, on every exit path.

@@ -374,6 +374,12 @@ fn the_paper_settings_climb_monotonically_along_the_hand_iterated_ascent() {
     }
     assert_close(result.last().max_loss, max_loss, 1e-9, "the corner after 200 updates");
     assert_close(result.last().sharpness, phi(max_loss, base), 1e-6, "φ at the corner");
+    // The box's corner along the gradient's signs is this convex loss's maximiser over the box: one projected step
+    // gives what 200 SGD updates approach (and 5 are far from).
+    let corner_point = result.corner.as_ref().expect("the corner is measured");
+    assert_close(corner_point.loss, max_loss, 1e-12, "loss at the box's corner");
+    assert_close(corner_point.sharpness, phi(max_loss, base), 1e-9, "φ at the box's corner");
+    assert!(result.points[2].sharpness < 0.5 * corner_point.sharpness, "5 updates reach less than half of it");
     assert_in_box(&model, PAPER_EPSILON);
 }
 
@@ -454,13 +460,15 @@ fn an_error_midway_still_restores_the_parameters() {
     let data = centres(&SIZES);
     let mut model = Quadratic::new(Kind::Double);
     let before = variable_bits(&model);
-    // Forward passes: 5 for ℓ(x), 4 for update 1, 5 for its evaluation, 4 for update 2; from the 19th, NaN.
-    model.nan_from_call = Some(18);
+    // Forward passes: 5 for ℓ(x), 5 for the whole set's gradient and 5 for the loss at the box's corner, 4 for
+    // update 1, 5 for its evaluation, 4 for update 2; from the 29th, NaN.
+    model.nan_from_call = Some(28);
     let config = SharpnessConfig { lr: 1e4, ..SharpnessConfig::paper(vec![1, 2]) };
     let message = error_of(epsilon_sharpness(&model, &batches(&data, Kind::Double), &config));
     assert!(message.contains("after 2 ascent updates"), "{message}");
-    assert_eq!(model.seen.borrow().len(), 23, "the failing evaluation was the last thing done");
-    assert_ne!(model.seen.borrow()[13], X0.to_vec(), "the parameters had moved when it failed");
+    assert_eq!(model.seen.borrow().len(), 33, "the failing evaluation was the last thing done");
+    assert_eq!(model.seen.borrow()[15], X0.to_vec(), "the ascent starts at x, after the corner");
+    assert_ne!(model.seen.borrow()[23], X0.to_vec(), "the parameters had moved when it failed");
     assert_eq!(variable_bits(&model), before);
 }
 
