@@ -65,10 +65,8 @@ impl Precision {
                     "precision = \"tf32\" is a CUDA matmul mode; on the CPU use \"fp32\" or \"bf16\"",
                 ))
             }
-            Precision::Bf16 | Precision::Fp16 => {
-                if self.autocast(device).is_none() {
-                    return Err(config_err(format!("libtorch's autocast refuses precision {self:?} on {device:?}")));
-                }
+            Precision::Bf16 | Precision::Fp16 if self.autocast(device).is_none() => {
+                return Err(config_err(format!("libtorch's autocast refuses precision {self:?} on {device:?}")));
             }
             _ => {}
         }
