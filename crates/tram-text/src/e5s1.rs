@@ -23,8 +23,9 @@ use tokenizers::normalizers::{Precompiled, Replace, Sequence};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, NormalizerWrapper, Tokenizer};
+use tram_task::activation::Activation;
 
-use crate::encoder::{Activation, EncoderConfig};
+use crate::encoder::EncoderConfig;
 use crate::error::{io_err, Error, Result};
 use crate::tokenizer::TextTokenizer;
 
