@@ -19,9 +19,8 @@ use std::time::Instant;
 
 use tram_core::{BaseConfig, Decay, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
 use tram_task::{DeviceChoice, Domain, Evaluation, RunContext, RunSettings, Selection, Split, Task};
-use tram_text::causal_lm::NoiseAt;
 use tram_text::lm_task::CausalLmConfig;
-use tram_text::trainable::Trainable;
+use tram_text::trainable::{NoiseAt, Trainable};
 
 const TABLE4: [&str; 11] =
     ["base", "sam", "asam", "fsam", "trpo", "r3f", "mesa", "tram-x", "tram-prev", "tram-pretrained", "tram-fisher"];

@@ -8,10 +8,11 @@
 //! ```
 //!
 //! Flags (defaults = the embedded profile): `--methods` (tram-core names), `--seeds`, `--epochs`, `--batch-size`,
-//! `--lr`, `--warmup` (fraction of the steps), `--max-train-batches`, `--task` (TOML of the task's keys, e.g.
-//! `'trainable = { top-layers = 2 }'` or `'pooling = "first"'`), `--time-steps ROUNDS` (median step time per
-//! method first), `--probe` (first, the frozen encoder's baseline: a logistic-regression probe on its pooled
-//! representation), `--csv FILE` (one row per run and set), `--threads N`, `--verbose` (every step's report), `--sigma S` (input-noise σ of TRAM-x, R3F,
+//! `--lr`, `--warmup` (fraction of the steps), `--max-train-batches`, `--task` (TOML of the task's keys; default
+//! the embedded profile's `'noise_at = "cached"'`; e.g. `'trainable = { top-layers = 2 }'` or
+//! `'pooling = "first"'`), `--time-steps ROUNDS` (median step time per method first), `--probe` (first, the
+//! frozen encoder's baseline: a logistic-regression probe on its pooled representation), `--csv FILE` (one row per
+//! run and set), `--threads N`, `--verbose` (every step's report), `--sigma S` (input-noise σ of TRAM-x, R3F,
 //! TRAM-Fisher, ASAM+R3F; default tram-core's 0.1), `--selection last|best-validation` (default best-validation).
 
 use std::collections::BTreeMap;
@@ -48,7 +49,7 @@ fn parse() -> Result<Args, String> {
         lr: 1e-4,
         warmup: 0.1,
         max_train_batches: None,
-        task: String::new(),
+        task: "noise_at = \"cached\"".into(),
         time_steps: 0,
         probe: false,
         verbose: false,

@@ -21,7 +21,7 @@ use crate::gpt2::Gpt2;
 use crate::layers::{read_config, Weights};
 use crate::llama::Llama;
 use crate::tokenizer::TextTokenizer;
-use crate::trainable::Trainable;
+use crate::trainable::{NoiseAt, Trainable};
 
 /// The decoder stacks this crate implements.
 #[derive(Debug)]
@@ -241,19 +241,6 @@ impl PretrainedLm {
         );
         Ok(Self { decoder, tokenizer, description, separator })
     }
-}
-
-/// Where TRAM-x, R3F and TRAM-Fisher add their input noise when the lower layers are frozen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NoiseAt {
-    /// On the token embeddings (the paper's and the released code's place), then through the frozen layers
-    /// without gradient: one more pass of the frozen layers per noised forward.
-    #[default]
-    Embeddings,
-    /// On the cached output of the frozen layers (cheaper; a different neighbourhood: σ is then relative to
-    /// hidden states, not embeddings). Only with `trainable = { top-layers = k }`.
-    Cached,
 }
 
 /// Blocks of token ids, right-padded, with the frozen prefix's output when the task cached it.

@@ -28,11 +28,11 @@ use tram_task::{
     Split, SplitMix64, Task, TrainData,
 };
 
-use crate::causal_lm::{CausalLm, Decoder, LmBatch, ModelSource, NoiseAt, PretrainedLm};
+use crate::causal_lm::{CausalLm, Decoder, LmBatch, ModelSource, PretrainedLm};
 use crate::data::brown::{self, Brown};
 use crate::data::m2d2::{self, M2d2Split};
 use crate::error::{Error, Result};
-use crate::trainable::Trainable;
+use crate::trainable::{NoiseAt, Trainable};
 
 /// The corpus whose domains the task uses.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -26,14 +26,14 @@ use tram_task::{
     SetAnalysis, Split, SplitMix64, Task, Timing, TrainData,
 };
 
-use crate::classifier::{load_weights, FrozenPrefix, NoiseAt, Pooling, SequenceClassifier, TextBatch, VocabPruning};
+use crate::classifier::{load_weights, FrozenPrefix, Pooling, SequenceClassifier, TextBatch, VocabPruning};
 use crate::data::install_guide::{self, GuideSplit, SplitSpec};
 use crate::data::nli;
 use crate::e5s1::{self, E5s1};
 use crate::encoder::{read_snapshot_weights, EncoderConfig};
 use crate::error::{Error, Result};
 use crate::tokenizer::TextTokenizer;
-use crate::trainable::Trainable;
+use crate::trainable::{NoiseAt, Trainable};
 
 /// The encoder to fine-tune.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,9 +130,6 @@ fn default_trainable() -> Trainable {
 fn default_max_seq_len() -> usize {
     64
 }
-fn default_noise_at() -> NoiseAt {
-    NoiseAt::Cached
-}
 fn default_cached_noise_scale() -> f64 {
     3.5
 }
@@ -143,8 +140,8 @@ fn yes() -> bool {
     true
 }
 
-/// The task's keys in an experiment profile: `task = { kind = "cross-lingual", ... }`. Every key has the
-/// embedded (offline CPU) profile's value as its default.
+/// The task's keys in an experiment profile: `task = { kind = "cross-lingual", ... }`. Every key but `noise_at`
+/// has the embedded (offline CPU) profile's value as its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrossLingualConfig {
@@ -163,9 +160,9 @@ pub struct CrossLingualConfig {
     #[serde(default)]
     pub pooling: Pooling,
     /// With a frozen prefix: input noise (TRAM-x, R3F, TRAM-Fisher) on the word embeddings, run through the frozen
-    /// prefix (`"embeddings"`, the paper's), or on its cached output (`"cached"`). Default `"cached"`: the prefix
-    /// forward per noised pass made those methods 3–7 times slower per step here (README).
-    #[serde(default = "default_noise_at")]
+    /// prefix (`"embeddings"`, the default: the paper's place), or on its cached output (`"cached"`, the embedded
+    /// profile's: the prefix forward per noised pass made those methods 3–7 times slower per step here, README).
+    #[serde(default)]
     pub noise_at: NoiseAt,
     /// With `noise_at = "cached"`: σ of the methods' input noise is multiplied by this on the cached hidden
     /// states, which are larger than word embeddings (e5-small: std 0.35 vs 0.076). Default 3.5, measured so that
@@ -201,7 +198,7 @@ impl Default for CrossLingualConfig {
             data: XlData::default(),
             trainable: default_trainable(),
             pooling: Pooling::default(),
-            noise_at: default_noise_at(),
+            noise_at: NoiseAt::default(),
             cached_noise_scale: default_cached_noise_scale(),
             max_seq_len: default_max_seq_len(),
             text_prefix: None,

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 use tram_core::Model;
-use tram_text::causal_lm::{token_nll, CausalLm, Decoder, LmBatch, ModelSource, NoiseAt, PretrainedLm};
+use tram_text::causal_lm::{token_nll, CausalLm, Decoder, LmBatch, ModelSource, PretrainedLm};
 use tram_text::gguf::GgufFile;
 use tram_text::llama::Llama;
 use tram_text::tokenizer::TextTokenizer;
-use tram_text::trainable::Trainable;
+use tram_text::trainable::{NoiseAt, Trainable};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm")

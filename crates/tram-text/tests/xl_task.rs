@@ -164,7 +164,7 @@ fn runs_tram_variants_end_to_end_and_saves_what_table_6_needs() {
 #[test]
 fn noise_methods_and_timing_run_on_the_cached_prefix() {
     let _rng = serial();
-    let task = config("trainable = { top-layers = 2 }\npooling = \"mean\"").build().unwrap();
+    let task = config("trainable = { top-layers = 2 }\npooling = \"mean\"\nnoise_at = \"cached\"").build().unwrap();
     let mut methods: Vec<OptimizerConfig> =
         [MethodName::Base, MethodName::R3f, MethodName::TramFisher, MethodName::Sam, MethodName::AsamR3f]
             .iter()
