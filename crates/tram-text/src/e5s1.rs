@@ -379,7 +379,7 @@ impl E5s1 {
     /// [`E5s1::tokenizer`] with the charsmap read from `charsmap_path`.
     pub fn text_tokenizer(&self, charsmap_path: &Path) -> Result<TextTokenizer> {
         let charsmap = std::fs::read(charsmap_path).map_err(io_err(charsmap_path))?;
-        Ok(TextTokenizer { inner: self.tokenizer(&charsmap)?, path: self.path.clone() })
+        Ok(TextTokenizer::new(self.tokenizer(&charsmap)?, self.path.clone()))
     }
 }
 

@@ -402,17 +402,13 @@ impl CausalLmConfig {
 
 /// Texts tokenized and joined by the model's document separator.
 fn stream(lm: &PretrainedLm, texts: &[&str]) -> Result<Vec<u32>> {
-    let encodings = lm
-        .tokenizer
-        .inner
-        .encode_batch(texts.to_vec(), false)
-        .map_err(|e| Error::Tokenizer { path: lm.tokenizer.path.clone(), message: e.to_string() })?;
+    let encodings = lm.tokenizer.encode_batch(texts, false)?;
     let mut out = Vec::with_capacity(encodings.iter().map(|e| e.len() + 1).sum());
-    for (i, e) in encodings.iter().enumerate() {
+    for (i, ids) in encodings.iter().enumerate() {
         if i > 0 {
             out.push(lm.separator);
         }
-        out.extend_from_slice(e.get_ids());
+        out.extend_from_slice(ids);
     }
     Ok(out)
 }

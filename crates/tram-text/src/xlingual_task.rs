@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
 use tram_core::{Model, OptimizerConfig};
 use tram_task::{
     AnalysisSettings, Domain, EpochBatches, Evaluation, Metric, RunContext, RunResult, RunSettings, Selection,
@@ -309,19 +308,6 @@ fn verify_assets(config: &CrossLingualConfig) -> Result<()> {
     Ok(())
 }
 
-fn set_truncation(tok: &mut TextTokenizer, max_len: usize) -> Result<()> {
-    let params = TruncationParams {
-        max_length: max_len,
-        strategy: TruncationStrategy::LongestFirst,
-        stride: 0,
-        direction: TruncationDirection::Right,
-    };
-    tok.inner
-        .with_truncation(Some(params))
-        .map_err(|e| Error::Tokenizer { path: tok.path.clone(), message: e.to_string() })?;
-    Ok(())
-}
-
 /// Raw (text, label) examples of one set before tokenization.
 enum Texts {
     Single(Vec<(String, i64)>),
@@ -341,7 +327,7 @@ impl CrossLingualTask {
         }
         verify_assets(&config)?;
         // ---- model files and tokenizer ----
-        let (encoder, mut tokenizer, source, default_prefix) = match &config.model {
+        let (encoder, tokenizer, source, default_prefix) = match &config.model {
             EncoderSpec::E5Small { file, charsmap } => {
                 let file = match file {
                     Some(f) => f.clone(),
@@ -361,7 +347,7 @@ impl CrossLingualTask {
                 (config, tok, WeightSource::Snapshot(dir.clone()), "")
             }
         };
-        set_truncation(&mut tokenizer, config.max_seq_len.min(max_input_len(&encoder)))?;
+        let tokenizer = tokenizer.with_truncation(config.max_seq_len.min(max_input_len(&encoder)))?;
         let prefix = config.text_prefix.clone().unwrap_or_else(|| default_prefix.to_string());
         config.trainable.first_trained_layer(encoder.num_hidden_layers)?;
 
@@ -404,7 +390,7 @@ impl CrossLingualTask {
         // ---- vocabulary pruning ----
         let specials: Vec<i64> = ["<s>", "<pad>", "</s>", "<unk>", "[CLS]", "[SEP]", "[PAD]", "[UNK]"]
             .iter()
-            .filter_map(|t| tokenizer.inner.token_to_id(t))
+            .filter_map(|t| tokenizer.token_id(t))
             .map(i64::from)
             .collect();
         let pad_original = encoder.pad_token_id.unwrap_or(0);
