@@ -20,6 +20,7 @@ pub mod gpt2;
 pub mod layers;
 pub mod llama;
 pub mod lm_task;
+pub mod prefix_cache;
 pub mod tokenizer;
 pub mod trainable;
 pub mod xlingual_task;

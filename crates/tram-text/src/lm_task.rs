@@ -32,6 +32,7 @@ use crate::causal_lm::{CausalLm, Decoder, LmBatch, ModelSource, PretrainedLm};
 use crate::data::brown::{self, Brown};
 use crate::data::m2d2::{self, M2d2Split};
 use crate::error::{Error, Result};
+use crate::prefix_cache::PrefixCache;
 use crate::trainable::{NoiseAt, Trainable};
 
 /// The corpus whose domains the task uses.
@@ -151,33 +152,28 @@ struct DeviceState {
     device: Device,
     decoder: Decoder,
     split: usize,
-    /// Training block index → prefix output `[T, H]`.
-    train_cache: HashMap<usize, Tensor>,
-    /// Per evaluation set, per block.
-    eval_cache: Vec<Vec<Option<Tensor>>>,
-    cache_seconds: f64,
-    /// Bytes held by both caches, and the most they may hold.
-    cached_bytes: usize,
-    budget_bytes: usize,
+    /// Training blocks and evaluation blocks under one memory budget.
+    cache: PrefixCache<Block>,
+}
+
+/// A block whose frozen-prefix output the task caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Block {
+    Train(usize),
+    Eval { set: usize, block: usize },
 }
 
 impl DeviceState {
-    /// The frozen prefix's output for `ids` `[N, T]`, timed.
-    fn prefix(&mut self, ids: &Tensor) -> Tensor {
-        let start = std::time::Instant::now();
-        let p = self.decoder.prefix(ids, self.split, None);
-        self.cache_seconds += start.elapsed().as_secs_f64();
-        p
-    }
-
-    /// A copy of row `j` of `p` if the cache has room for it.
-    fn admit(&mut self, p: &Tensor, j: usize) -> Option<Tensor> {
-        let row = p.get(j as i64);
-        let bytes = row.numel() * row.kind().elt_size_in_bytes();
-        (self.cached_bytes + bytes <= self.budget_bytes).then(|| {
-            self.cached_bytes += bytes;
-            row.copy()
-        })
+    /// The prefix outputs `[N, T, H]` of `blocks` (keyed by `keys`): cached, or the missing ones computed together.
+    fn prefix(&mut self, keys: &[Block], blocks: &[&[u32]], pad: u32) -> Tensor {
+        let (decoder, split, device) = (&self.decoder, self.split, self.device);
+        let block_of: HashMap<Block, &[u32]> = keys.iter().copied().zip(blocks.iter().copied()).collect();
+        let rows = self.cache.get_or_compute(keys, |missing| {
+            let blocks: Vec<&[u32]> = missing.iter().map(|k| block_of[k]).collect();
+            let p = decoder.prefix(&LmBatch::from_blocks(&blocks, pad, device).ids, split, None);
+            (0..missing.len()).map(|j| p.get(j as i64)).collect()
+        });
+        Tensor::stack(&rows, 0)
     }
 }
 
@@ -457,7 +453,7 @@ impl CausalLmTask {
 
     /// Seconds spent so far computing the frozen prefix's outputs (0 with `trainable = "all"`).
     pub fn cache_seconds(&self) -> f64 {
-        self.state.lock().expect("not poisoned").as_ref().map_or(0.0, |s| s.cache_seconds)
+        self.state.lock().expect("not poisoned").as_ref().map_or(0.0, |s| s.cache.seconds())
     }
 
     /// The pre-trained model's own evaluation (the first row of Table 4), on the same sets as every run.
@@ -472,16 +468,8 @@ impl CausalLmTask {
         if guard.as_ref().is_none_or(|s| s.device != device) {
             let decoder = self.lm.decoder.share().to_device(device);
             let split = self.config.trainable.first_trained_layer(decoder.num_layers())?;
-            *guard = Some(DeviceState {
-                device,
-                decoder,
-                split,
-                train_cache: HashMap::new(),
-                eval_cache: self.sets.iter().map(|s| (0..s.blocks.len()).map(|_| None).collect()).collect(),
-                cache_seconds: 0.0,
-                cached_bytes: 0,
-                budget_bytes: self.config.prefix_cache_mb << 20,
-            });
+            let cache = PrefixCache::new(Some(self.config.prefix_cache_mb << 20));
+            *guard = Some(DeviceState { device, decoder, split, cache });
         }
         let state = guard.as_ref().expect("just set");
         CausalLm::fork(&state.decoder, self.config.trainable, self.config.noise_at)
@@ -499,21 +487,8 @@ impl CausalLmTask {
         let state = guard.as_mut().expect("a run forks the model first");
         let mut batch = self.batch(&blocks, state.device);
         if state.split > 0 {
-            let missing: Vec<usize> = idx.iter().copied().filter(|i| !state.train_cache.contains_key(i)).collect();
-            let mut fresh = HashMap::new();
-            if !missing.is_empty() {
-                let ids: Vec<&[u32]> = missing.iter().map(|&i| &self.train[i * l..(i + 1) * l]).collect();
-                let p = state.prefix(&self.batch(&ids, state.device).ids);
-                for (j, &i) in missing.iter().enumerate() {
-                    match state.admit(&p, j) {
-                        Some(row) => drop(state.train_cache.insert(i, row)),
-                        None => drop(fresh.insert(i, p.get(j as i64))),
-                    }
-                }
-            }
-            let rows: Vec<&Tensor> =
-                idx.iter().map(|i| state.train_cache.get(i).unwrap_or_else(|| &fresh[i])).collect();
-            batch.prefix = Some(Tensor::stack(&rows, 0));
+            let keys: Vec<Block> = idx.iter().map(|&i| Block::Train(i)).collect();
+            batch.prefix = Some(state.prefix(&keys, &blocks, self.lm.separator));
         }
         batch
     }
@@ -526,18 +501,8 @@ impl CausalLmTask {
         let state = guard.as_mut().expect("a run forks the model first");
         let mut batch = self.batch(&blocks, state.device);
         if state.split > 0 {
-            if state.eval_cache[s][range.clone()].iter().all(Option::is_some) {
-                let rows: Vec<&Tensor> = state.eval_cache[s][range].iter().flatten().collect();
-                batch.prefix = Some(Tensor::stack(&rows, 0));
-            } else {
-                let p = state.prefix(&batch.ids);
-                for (j, i) in range.enumerate() {
-                    if state.eval_cache[s][i].is_none() {
-                        state.eval_cache[s][i] = state.admit(&p, j);
-                    }
-                }
-                batch.prefix = Some(p);
-            }
+            let keys: Vec<Block> = range.map(|block| Block::Eval { set: s, block }).collect();
+            batch.prefix = Some(state.prefix(&keys, &blocks, self.lm.separator));
         }
         batch
     }

@@ -31,6 +31,7 @@ use crate::data::nli;
 use crate::e5s1::{self, E5s1};
 use crate::encoder::{read_snapshot_weights, EncoderConfig};
 use crate::error::{Error, Result};
+use crate::prefix_cache::PrefixCache;
 use crate::tokenizer::TextTokenizer;
 use crate::trainable::{NoiseAt, Trainable};
 
@@ -235,9 +236,9 @@ struct Prepared {
     prefix: Option<Rc<FrozenPrefix>>,
     /// Pre-trained weights of the trainable part (for each run's fresh model).
     top_weights: HashMap<String, Tensor>,
-    /// Per training example, the prefix's output `[T_i, H]`, filled the first time the example is batched (a run
-    /// capped by `max_train_batches` computes only what it uses).
-    train_cache: RefCell<Vec<Option<Tensor>>>,
+    /// Per training example, the prefix's output `[T_i, H]`, computed the first time the example is batched (a
+    /// run capped by `max_train_batches` computes only what it uses).
+    train_cache: RefCell<PrefixCache<usize>>,
     /// Per evaluated set: batches (with cached prefix outputs) and the example index of each row.
     eval_batches: Vec<Vec<(TextBatch, Vec<usize>)>>,
     /// Table 6: every validation set's micro-batches with the prefix's outputs cached, for one batch size,
@@ -511,7 +512,7 @@ impl CrossLingualTask {
 
     /// Seconds spent computing the frozen prefix's cache on `device` (0 before [`CrossLingualTask::prepare`]).
     pub fn cache_seconds(&self) -> f64 {
-        self.prepared.borrow().as_ref().map_or(0.0, |p| p.cache_seconds)
+        self.prepared.borrow().as_ref().map_or(0.0, |p| p.cache_seconds + p.train_cache.borrow().seconds())
     }
 
     fn first_trained_layer(&self) -> usize {
@@ -564,7 +565,7 @@ impl CrossLingualTask {
             device,
             prefix,
             top_weights,
-            train_cache: RefCell::new((0..self.train.len()).map(|_| None).collect()),
+            train_cache: RefCell::new(PrefixCache::new(None)),
             eval_batches,
             analysis_batches: RefCell::new(None),
             cache_seconds: start.elapsed().as_secs_f64(),
@@ -866,19 +867,15 @@ impl RunData<'_> {
     }
 
     fn batch(&self, idx: &[usize]) -> TextBatch {
-        let mut b = self.task.batch(&self.task.train, idx, self.device);
+        let train = &self.task.train;
+        let mut b = self.task.batch(train, idx, self.device);
         if let Some(prefix) = &self.prep.prefix {
-            let mut cache = self.prep.train_cache.borrow_mut();
-            let missing: Vec<usize> = idx.iter().copied().filter(|&i| cache[i].is_none()).collect();
-            if !missing.is_empty() {
-                let m = self.task.batch(&self.task.train, &missing, self.device);
+            let rows = self.prep.train_cache.borrow_mut().get_or_compute(idx, |missing| {
+                let m = self.task.batch(train, missing, self.device);
                 let h = prefix.forward(&m.ids, &m.mask, None);
-                for (row, &i) in missing.iter().enumerate() {
-                    let len = self.task.train[i].ids.len() as i64;
-                    cache[i] = Some(h.get(row as i64).narrow(0, 0, len).copy());
-                }
-            }
-            let rows: Vec<&Tensor> = idx.iter().map(|&i| cache[i].as_ref().expect("cached above")).collect();
+                let real = |row: usize, i: usize| h.get(row as i64).narrow(0, 0, train[i].ids.len() as i64);
+                missing.iter().enumerate().map(|(row, &i)| real(row, i)).collect()
+            });
             b.prefix_out = Some(Tensor::pad_sequence(&rows, true, 0.0, "right"));
         }
         b
