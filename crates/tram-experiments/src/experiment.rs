@@ -44,7 +44,7 @@ pub enum TaskSpec {
     /// Cross-dataset image classification (Tables 2 and 3).
     ImageTransfer(tram_vision::transfer::TransferConfig),
     /// Cross-domain language modelling (Table 4 and its appendix tables 9–11).
-    CausalLm(tram_text::lm_task::CausalLmConfig),
+    CausalLm(tram_text::lm::CausalLmConfig),
     /// Zero-shot cross-lingual transfer (Table 5; Table 6 analyses its runs).
     CrossLingual(tram_text::xlingual_task::CrossLingualConfig),
 }
@@ -67,7 +67,7 @@ impl TaskSpec {
                 TaskSpec::ImageTransfer(tram_vision::transfer::TransferConfig { workers: 1, ..c.clone() })
             }
             TaskSpec::CausalLm(c) => {
-                TaskSpec::CausalLm(tram_text::lm_task::CausalLmConfig { prefix_cache_mb: 0, ..c.clone() })
+                TaskSpec::CausalLm(tram_text::lm::CausalLmConfig { prefix_cache_mb: 0, ..c.clone() })
             }
             TaskSpec::CrossLingual(c) => TaskSpec::CrossLingual(c.clone()),
         }

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use tram_core::{BaseConfig, Decay, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
 use tram_task::{DeviceChoice, Domain, Evaluation, RunContext, RunSettings, Selection, Split, Task};
-use tram_text::lm_task::CausalLmConfig;
+use tram_text::lm::CausalLmConfig;
 use tram_text::trainable::{NoiseAt, Trainable};
 
 const TABLE4: [&str; 11] =

@@ -19,7 +19,7 @@ pub mod gguf;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
-pub mod lm_task;
+pub mod lm;
 pub mod prefix_cache;
 pub mod tokenizer;
 pub mod trainable;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig, StepReport};
 use tram_task::{DeviceChoice, Domain, Metric, RunContext, RunSettings, Selection, Split, Task};
 use tram_text::causal_lm::ModelSource;
-use tram_text::lm_task::{CausalLmConfig, LmData};
+use tram_text::lm::{CausalLmConfig, LmData};
 use tram_text::trainable::{NoiseAt, Trainable};
 
 /// The runner's task enum, internally tagged by `kind` (as tram-experiments declares it).
