@@ -46,7 +46,7 @@ pub enum TaskSpec {
     /// Cross-domain language modelling (Table 4 and its appendix tables 9–11).
     CausalLm(tram_text::lm::CausalLmConfig),
     /// Zero-shot cross-lingual transfer (Table 5; Table 6 analyses its runs).
-    CrossLingual(tram_text::xlingual_task::CrossLingualConfig),
+    CrossLingual(tram_text::xlingual::CrossLingualConfig),
 }
 
 impl TaskSpec {

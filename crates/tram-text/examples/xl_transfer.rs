@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use tram_core::{BaseConfig, Decay, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
 use tram_task::{Domain, RunContext, RunSettings, Selection, Split, Task};
-use tram_text::xlingual_task::CrossLingualConfig;
+use tram_text::xlingual::CrossLingualConfig;
 
 struct Args {
     methods: Vec<MethodName>,
@@ -268,9 +268,9 @@ fn opt(method: MethodName, total_steps: u64, args: &Args) -> OptimizerConfig {
 
 /// The frozen-encoder baseline: a logistic regression (Adam, full batch, 300 iterations) on the pre-trained
 /// model's pooled representation of the English training set, evaluated on every set.
-fn probe(task: &tram_text::xlingual_task::CrossLingualTask) -> Result<(), Box<dyn std::error::Error>> {
+fn probe(task: &tram_text::xlingual::CrossLingualTask) -> Result<(), Box<dyn std::error::Error>> {
     use tch::nn::{Module, OptimizerConfig as _};
-    use tram_text::xlingual_task::EvalSet;
+    use tram_text::xlingual::EvalSet;
     let t = Instant::now();
     let model = task.model(0, tch::Device::Cpu)?;
     let train = EvalSet {

@@ -23,6 +23,6 @@ pub mod lm;
 pub mod prefix_cache;
 pub mod tokenizer;
 pub mod trainable;
-pub mod xlingual_task;
+pub mod xlingual;
 
 pub use error::{Error, Result};

@@ -10,7 +10,7 @@ use tram_core::{BaseConfig, DivergenceKind, LrSchedule, MethodConfig, MethodName
 use tram_task::analysis::SharpnessConfig;
 use tram_task::{AnalysisSettings, Domain, RunContext, RunSettings, Selection, Split, Task};
 use tram_text::data::nli;
-use tram_text::xlingual_task::CrossLingualConfig;
+use tram_text::xlingual::CrossLingualConfig;
 
 // Tests that draw from torch's global generator run one at a time.
 use tram_core::testing::serial;
