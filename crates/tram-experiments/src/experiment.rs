@@ -59,17 +59,13 @@ impl TaskSpec {
         })
     }
 
-    /// The spec with what cannot change a result set to a fixed value (decoding threads, the prefix cache's memory
-    /// budget), for a run's identity.
+    /// The spec with what cannot change a result set to a fixed value, for a run's identity: which keys those are
+    /// is each task's knowledge.
     pub fn identity(&self) -> TaskSpec {
         match self {
-            TaskSpec::ImageTransfer(c) => {
-                TaskSpec::ImageTransfer(tram_vision::transfer::TransferConfig { workers: 1, ..c.clone() })
-            }
-            TaskSpec::CausalLm(c) => {
-                TaskSpec::CausalLm(tram_text::lm::CausalLmConfig { prefix_cache_mb: 0, ..c.clone() })
-            }
-            TaskSpec::CrossLingual(c) => TaskSpec::CrossLingual(c.clone()),
+            TaskSpec::ImageTransfer(c) => TaskSpec::ImageTransfer(c.identity()),
+            TaskSpec::CausalLm(c) => TaskSpec::CausalLm(c.identity()),
+            TaskSpec::CrossLingual(c) => TaskSpec::CrossLingual(c.identity()),
         }
     }
 }

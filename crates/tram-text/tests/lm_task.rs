@@ -71,6 +71,10 @@ fn profile_keys_and_defaults() {
     let d = CausalLmConfig::default();
     assert_eq!((d.model, d.data, d.train_domain.as_str()), (ModelSource::Smollm2, LmData::Brown, "learned"));
     assert_eq!((d.block_len, d.trainable, d.eval_blocks), (128, Trainable::TopLayers(2), 16));
+    // A run's identity leaves out the prefix cache's budget, which only decides what is computed again.
+    let roomy = CausalLmConfig { prefix_cache_mb: 1 << 20, ..c.clone() };
+    assert_eq!(roomy.identity(), CausalLmConfig { prefix_cache_mb: 0, ..c.clone() });
+    assert_ne!(CausalLmConfig { block_len: 8, ..c.clone() }.identity(), c.identity());
     let err = toml::from_str::<Profile>("task = { kind = \"causal-lm\", blocklen = 3 }").unwrap_err().to_string();
     assert!(err.contains("unknown field `blocklen`"), "{err}");
     let mut bad = tiny("\"all\"");

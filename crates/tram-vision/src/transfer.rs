@@ -118,6 +118,12 @@ impl TransferConfig {
         }
     }
 
+    /// The configuration with what cannot change a result set to a fixed value, for a run's identity: decoding
+    /// threads do not change the batches.
+    pub fn identity(&self) -> Self {
+        Self { workers: 1, ..self.clone() }
+    }
+
     /// Loads the data set (the model is built per run), after checking the assets it and the model read.
     pub fn build(&self) -> Result<TransferTask> {
         if self.image_size == 0 || self.eval_batch_size == 0 || self.workers == 0 {

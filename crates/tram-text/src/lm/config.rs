@@ -112,6 +112,12 @@ impl Default for CausalLmConfig {
 }
 
 impl CausalLmConfig {
+    /// The configuration with what cannot change a result set to a fixed value, for a run's identity: the
+    /// prefix cache's memory budget only decides which blocks are computed again.
+    pub fn identity(&self) -> Self {
+        Self { prefix_cache_mb: 0, ..self.clone() }
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
         let err = |m: String| Err(Error::Config(format!("causal-lm: {m}")));
         if self.block_len < 2 {

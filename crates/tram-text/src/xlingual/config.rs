@@ -185,6 +185,12 @@ impl Default for CrossLingualConfig {
 }
 
 impl CrossLingualConfig {
+    /// The configuration with what cannot change a result set to a fixed value, for a run's identity: every key
+    /// of this task can.
+    pub fn identity(&self) -> Self {
+        self.clone()
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
         if self.max_seq_len < 4 || self.eval_batch_size == 0 {
             return Err(Error::Config("max_seq_len must be at least 4 and eval_batch_size at least 1".into()));
