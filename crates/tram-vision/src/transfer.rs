@@ -16,7 +16,7 @@ use tram_task::{
 
 use crate::assets;
 use crate::classifier::{ImageBatch, ImageClassifier, ModelSpec};
-use crate::data::emoji::EmojiConfig;
+use crate::data::emoji::{self, EmojiConfig};
 use crate::data::parquet::ParquetColumns;
 use crate::data::{image_folder, Augment, Loader, LoaderConfig, OnCorrupt, TransferData, Transform};
 use crate::error::{Error, Result};
@@ -157,7 +157,7 @@ impl TransferConfig {
             DataSpec::Emoji(cfg) => {
                 let (root, cached) = match &cfg.root {
                     Some(r) => (r.clone(), false),
-                    None => (assets::emoji_dir()?, true),
+                    None => (emoji::default_dir()?, true),
                 };
                 for style in crate::data::emoji::Style::ALL {
                     verify_folder(&root.join(style.as_str()), None, cached)?;
