@@ -10,6 +10,9 @@ use tram_text::causal_lm::ModelSource;
 use tram_text::lm::{CausalLmConfig, LmData};
 use tram_text::trainable::{NoiseAt, Trainable};
 
+// Tests that draw from torch's global generator run one at a time.
+use tram_core::testing::serial;
+
 /// The runner's task enum, internally tagged by `kind` (as tram-experiments declares it).
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -91,6 +94,7 @@ fn profile_keys_and_defaults() {
 
 #[test]
 fn tram_runs_end_to_end_on_hub_layouts() {
+    let _rng = serial();
     let task = tiny("{ top-layers = 1 }").build().unwrap();
     println!("{}", task.describe());
     assert_eq!(task.metric(), Metric::Perplexity);
@@ -143,6 +147,7 @@ fn tram_runs_end_to_end_on_hub_layouts() {
 
 #[test]
 fn the_cached_prefix_evaluates_as_the_full_model_and_full_fine_tuning_runs() {
+    let _rng = serial();
     let top = tiny("{ top-layers = 2 }").build().unwrap();
     let all = tiny("\"all\"").build().unwrap();
     let mut config = tiny("{ top-layers = 2 }");
