@@ -44,9 +44,9 @@ pub enum TaskSpec {
     /// Cross-dataset image classification (Tables 2 and 3).
     ImageTransfer(tram_vision::transfer::TransferConfig),
     /// Cross-domain language modelling (Table 4 and its appendix tables 9–11).
-    CausalLm(tram_text::lm_task::CausalLmConfig),
+    CausalLm(tram_text::lm::CausalLmConfig),
     /// Zero-shot cross-lingual transfer (Table 5; Table 6 analyses its runs).
-    CrossLingual(tram_text::xlingual_task::CrossLingualConfig),
+    CrossLingual(tram_text::xlingual::CrossLingualConfig),
 }
 
 impl TaskSpec {
@@ -59,17 +59,13 @@ impl TaskSpec {
         })
     }
 
-    /// The spec with what cannot change a result set to a fixed value (decoding threads, the prefix cache's memory
-    /// budget), for a run's identity.
+    /// The spec with what cannot change a result set to a fixed value, for a run's identity: which keys those are
+    /// is each task's knowledge.
     pub fn identity(&self) -> TaskSpec {
         match self {
-            TaskSpec::ImageTransfer(c) => {
-                TaskSpec::ImageTransfer(tram_vision::transfer::TransferConfig { workers: 1, ..c.clone() })
-            }
-            TaskSpec::CausalLm(c) => {
-                TaskSpec::CausalLm(tram_text::lm_task::CausalLmConfig { prefix_cache_mb: 0, ..c.clone() })
-            }
-            TaskSpec::CrossLingual(c) => TaskSpec::CrossLingual(c.clone()),
+            TaskSpec::ImageTransfer(c) => TaskSpec::ImageTransfer(c.identity()),
+            TaskSpec::CausalLm(c) => TaskSpec::CausalLm(c.identity()),
+            TaskSpec::CrossLingual(c) => TaskSpec::CrossLingual(c.identity()),
         }
     }
 }

@@ -11,9 +11,11 @@
 //!   [`Checkpoints`] from which a killed run resumes bit for bit;
 //! - [`time_interleaved`]: the one step-timing loop (every method once per round, medians);
 //! - [`DeviceChoice`], and [`hash_unit`] / [`SplitMix64`] for deterministic splits and shuffles;
-//! - [`assets`] (the offline cache) and [`weights`] (named tensors into a var store), shared by the task crates;
+//! - [`assets`] (the offline cache), [`weights`] (named tensors into a var store) and [`activation`] (what a
+//!   `config.json`'s activation names), shared by the task crates;
 //! - [`analysis`]: the paper's ε-sharpness and linear CKA of a trained model (§4.3, Table 6).
 
+pub mod activation;
 pub mod analysis;
 pub mod assets;
 mod checkpoints;

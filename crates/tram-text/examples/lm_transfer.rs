@@ -8,7 +8,8 @@
 //! batch=[4]  lr=[3e-4]  warmup=[0]  rounds=[3] (timing rounds; 0: no timing)  timing=<methods> [all 11]
 //! trainable=[top-2] (all | top-K)  block=[128]  eval_blocks=[16]  domain=[learned]  zero_shot=<genres> [the
 //! other 14]  noise_at=[embeddings]
-//! seed=[0]  threads=[libtorch's default]  json=<file> (write every run's result)
+//! seed=[0]  threads=[libtorch's default]  json=<file> (write every run's result). `rounds=0 methods=` evaluates the
+//! pre-trained model only.
 //!
 //! Every time is printed as wall clock and as this process's CPU time (Linux `/proc/self/stat`): on a shared
 //! machine the wall clock measures the other jobs too, while one thread's CPU time measures the work. With
@@ -19,9 +20,8 @@ use std::time::Instant;
 
 use tram_core::{BaseConfig, Decay, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
 use tram_task::{DeviceChoice, Domain, Evaluation, RunContext, RunSettings, Selection, Split, Task};
-use tram_text::causal_lm::NoiseAt;
-use tram_text::lm_task::CausalLmConfig;
-use tram_text::trainable::Trainable;
+use tram_text::lm::CausalLmConfig;
+use tram_text::trainable::{NoiseAt, Trainable};
 
 const TABLE4: [&str; 11] =
     ["base", "sam", "asam", "fsam", "trpo", "r3f", "mesa", "tram-x", "tram-prev", "tram-pretrained", "tram-fisher"];
@@ -106,6 +106,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (v0, t0, z0) = summary(&pre);
     println!("pre-trained: validation {v0:.2}, in-domain test {t0:.2}, zero-shot mean {z0:.2}");
+    // How far blocks of the same texts differ: why methods are compared on the same blocks (paired).
+    let mut blocks: Vec<f64> = pre.iter().flat_map(|e| e.per_example.iter().map(|nll| nll.exp())).collect();
+    blocks.sort_by(f64::total_cmp);
+    let q = |p: f64| blocks[((blocks.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "pre-trained per-block perplexity over {} blocks: min {:.1}, quartiles {:.1} / {:.1} / {:.1}, max {:.1}",
+        blocks.len(),
+        q(0.0),
+        q(0.25),
+        q(0.5),
+        q(0.75),
+        q(1.0)
+    );
 
     let steps = num("steps", "40")? as usize;
     let epochs = num("epochs", "2")? as usize;

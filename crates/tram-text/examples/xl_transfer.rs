@@ -8,10 +8,11 @@
 //! ```
 //!
 //! Flags (defaults = the embedded profile): `--methods` (tram-core names), `--seeds`, `--epochs`, `--batch-size`,
-//! `--lr`, `--warmup` (fraction of the steps), `--max-train-batches`, `--task` (TOML of the task's keys, e.g.
-//! `'trainable = { top-layers = 2 }'` or `'pooling = "first"'`), `--time-steps ROUNDS` (median step time per
-//! method first), `--probe` (first, the frozen encoder's baseline: a logistic-regression probe on its pooled
-//! representation), `--csv FILE` (one row per run and set), `--threads N`, `--verbose` (every step's report), `--sigma S` (input-noise σ of TRAM-x, R3F,
+//! `--lr`, `--warmup` (fraction of the steps), `--max-train-batches`, `--task` (TOML of the task's keys; default
+//! the embedded profile's `'noise_at = "cached"'`; e.g. `'trainable = { top-layers = 2 }'` or
+//! `'pooling = "first"'`), `--time-steps ROUNDS` (median step time per method first), `--probe` (first, the
+//! frozen encoder's baseline: a logistic-regression probe on its pooled representation), `--csv FILE` (one row per
+//! run and set), `--threads N`, `--verbose` (every step's report), `--sigma S` (input-noise σ of TRAM-x, R3F,
 //! TRAM-Fisher, ASAM+R3F; default tram-core's 0.1), `--selection last|best-validation` (default best-validation).
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use tram_core::{BaseConfig, Decay, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
 use tram_task::{Domain, RunContext, RunSettings, Selection, Split, Task};
-use tram_text::xlingual_task::CrossLingualConfig;
+use tram_text::xlingual::CrossLingualConfig;
 
 struct Args {
     methods: Vec<MethodName>,
@@ -48,7 +49,7 @@ fn parse() -> Result<Args, String> {
         lr: 1e-4,
         warmup: 0.1,
         max_train_batches: None,
-        task: String::new(),
+        task: "noise_at = \"cached\"".into(),
         time_steps: 0,
         probe: false,
         verbose: false,
@@ -267,9 +268,9 @@ fn opt(method: MethodName, total_steps: u64, args: &Args) -> OptimizerConfig {
 
 /// The frozen-encoder baseline: a logistic regression (Adam, full batch, 300 iterations) on the pre-trained
 /// model's pooled representation of the English training set, evaluated on every set.
-fn probe(task: &tram_text::xlingual_task::CrossLingualTask) -> Result<(), Box<dyn std::error::Error>> {
+fn probe(task: &tram_text::xlingual::CrossLingualTask) -> Result<(), Box<dyn std::error::Error>> {
     use tch::nn::{Module, OptimizerConfig as _};
-    use tram_text::xlingual_task::EvalSet;
+    use tram_text::xlingual::EvalSet;
     let t = Instant::now();
     let model = task.model(0, tch::Device::Cpu)?;
     let train = EvalSet {

@@ -9,136 +9,19 @@
 //! costs k layers and the head. The var store the driver sees holds the trained parameters only; the frozen
 //! weights are shared, uncopied, with the pre-trained model the run was forked from.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 use tram_core::{InputNoise, Model};
 
-use crate::error::{io_err, Error, Result};
+use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::gpt2::Gpt2;
+use crate::layers::{read_config, Weights};
 use crate::llama::Llama;
 use crate::tokenizer::TextTokenizer;
-use crate::trainable::Trainable;
-
-/// Activation functions of `config.json` (`activation_function` / `hidden_act`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// GPT-2's tanh approximation of GELU.
-    GeluNew,
-    GeluPytorchTanh,
-    GeluFast,
-    Gelu,
-    Relu,
-    #[serde(alias = "swish")]
-    Silu,
-}
-
-impl Activation {
-    pub fn apply(self, x: &Tensor) -> Tensor {
-        match self {
-            Activation::GeluNew | Activation::GeluPytorchTanh | Activation::GeluFast => x.gelu("tanh"),
-            Activation::Gelu => x.gelu("none"),
-            Activation::Relu => x.relu(),
-            Activation::Silu => x.silu(),
-        }
-    }
-}
-
-/// `nn.Linear`: y = x · Wᵀ + b with W stored `[out, in]`.
-#[derive(Debug)]
-pub(crate) struct Linear {
-    pub weight: Tensor,
-    pub bias: Option<Tensor>,
-}
-
-impl Linear {
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
-    }
-
-    pub fn share(&self) -> Self {
-        Self { weight: self.weight.shallow_clone(), bias: self.bias.as_ref().map(Tensor::shallow_clone) }
-    }
-
-    pub fn push_slots<'a>(&'a mut self, prefix: &str, v: &mut Vec<(String, &'a mut Tensor)>) {
-        v.push((format!("{prefix}.weight"), &mut self.weight));
-        if let Some(b) = self.bias.as_mut() {
-            v.push((format!("{prefix}.bias"), b));
-        }
-    }
-}
-
-/// A model's weights by Hugging Face name: one list drives loading, forking and saving.
-pub trait Weights {
-    /// Every weight tensor with its name, in a fixed order (a tied head appears once, as the embedding).
-    fn slots(&mut self) -> Vec<(String, &mut Tensor)>;
-
-    /// Fills every slot from `tensors` (same name, same shape; converted to float32 on the slot's device).
-    /// Keys left over are an error unless `ignore` accepts them. `origin` names the file in errors.
-    fn fill(
-        &mut self,
-        mut tensors: HashMap<String, Tensor>,
-        origin: &Path,
-        ignore: &dyn Fn(&str) -> bool,
-    ) -> Result<()> {
-        let err = |message: String| Error::Model { path: origin.to_path_buf(), message };
-        let mut missing = vec![];
-        for (name, slot) in self.slots() {
-            let Some(t) = tensors.remove(&name) else {
-                missing.push(name);
-                continue;
-            };
-            if t.size() != slot.size() {
-                return Err(err(format!(
-                    "key `{name}` has shape {:?} in the file but the config gives {:?}",
-                    t.size(),
-                    slot.size()
-                )));
-            }
-            *slot = t.to_kind(Kind::Float).to_device(slot.device());
-        }
-        if !missing.is_empty() {
-            return Err(err(format!(
-                "{} weights are missing, e.g. {:?} (is this the model the config.json describes?)",
-                missing.len(),
-                &missing[..missing.len().min(5)]
-            )));
-        }
-        let mut extra: Vec<String> = tensors.into_keys().filter(|k| !ignore(k)).collect();
-        if !extra.is_empty() {
-            extra.sort();
-            return Err(err(format!(
-                "{} keys in the file are not weights of this model, e.g. {:?}",
-                extra.len(),
-                &extra[..extra.len().min(5)]
-            )));
-        }
-        Ok(())
-    }
-}
-
-pub(crate) fn read_config(dir: &Path) -> Result<serde_json::Value> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|e| Error::ModelConfig { path, message: e.to_string() })
-}
-
-pub(crate) fn read_safetensors(file: &Path) -> Result<HashMap<String, Tensor>> {
-    if !file.exists() {
-        return Err(Error::Model {
-            path: file.to_path_buf(),
-            message: "not found (a snapshot folder needs model.safetensors)".into(),
-        });
-    }
-    Ok(Tensor::read_safetensors(file)
-        .map_err(|e| Error::Model { path: file.to_path_buf(), message: e.to_string() })?
-        .into_iter()
-        .collect())
-}
+use crate::trainable::{NoiseAt, Trainable};
 
 /// The decoder stacks this crate implements.
 #[derive(Debug)]
@@ -358,19 +241,6 @@ impl PretrainedLm {
         );
         Ok(Self { decoder, tokenizer, description, separator })
     }
-}
-
-/// Where TRAM-x, R3F and TRAM-Fisher add their input noise when the lower layers are frozen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NoiseAt {
-    /// On the token embeddings (the paper's and the released code's place), then through the frozen layers
-    /// without gradient: one more pass of the frozen layers per noised forward.
-    #[default]
-    Embeddings,
-    /// On the cached output of the frozen layers (cheaper; a different neighbourhood: σ is then relative to
-    /// hidden states, not embeddings). Only with `trainable = { top-layers = k }`.
-    Cached,
 }
 
 /// Blocks of token ids, right-padded, with the frozen prefix's output when the task cached it.

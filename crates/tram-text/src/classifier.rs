@@ -21,6 +21,7 @@ use tram_core::{InputNoise, Model};
 
 use crate::encoder::{mean_pool, EncoderConfig, EncoderStack};
 use crate::error::{Error, Result};
+use crate::trainable::NoiseAt;
 
 /// Which vector of the last layer the head reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -31,17 +32,6 @@ pub enum Pooling {
     First,
     /// The mean over real tokens (specials included), as multilingual-e5 was trained to embed sentences.
     Mean,
-}
-
-/// Where input noise goes when the encoder has a frozen prefix (without one, always on the word embeddings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NoiseAt {
-    /// On the word embeddings, then through the frozen prefix (no gradient): the paper's input noise.
-    Embeddings,
-    /// On the cached output of the frozen prefix: no prefix forward per noised pass, but a different (and
-    /// differently scaled) neighbourhood than the paper's.
-    Cached,
 }
 
 /// `classifier.dense` → tanh → `classifier.out_proj` on the pooled vector, with dropout before each.

@@ -23,8 +23,9 @@ use tokenizers::normalizers::{Precompiled, Replace, Sequence};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, NormalizerWrapper, Tokenizer};
+use tram_task::activation::Activation;
 
-use crate::encoder::{Activation, EncoderConfig};
+use crate::encoder::EncoderConfig;
 use crate::error::{io_err, Error, Result};
 use crate::tokenizer::TextTokenizer;
 
@@ -378,7 +379,7 @@ impl E5s1 {
     /// [`E5s1::tokenizer`] with the charsmap read from `charsmap_path`.
     pub fn text_tokenizer(&self, charsmap_path: &Path) -> Result<TextTokenizer> {
         let charsmap = std::fs::read(charsmap_path).map_err(io_err(charsmap_path))?;
-        Ok(TextTokenizer { inner: self.tokenizer(&charsmap)?, path: self.path.clone() })
+        Ok(TextTokenizer::new(self.tokenizer(&charsmap)?, self.path.clone()))
     }
 }
 

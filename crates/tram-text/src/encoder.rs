@@ -8,37 +8,16 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 use tram_core::InputNoise;
+use tram_task::activation::Activation;
 
 use crate::error::{io_err, Error, Result};
-
-/// The activation of the feed-forward block (`hidden_act`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Activation {
-    /// Exact GELU (erf), Hugging Face's `"gelu"`.
-    #[serde(rename = "gelu")]
-    Gelu,
-    /// The tanh approximation.
-    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
-    GeluTanh,
-    #[serde(rename = "relu")]
-    Relu,
-}
-
-impl Activation {
-    fn apply(self, x: &Tensor) -> Tensor {
-        match self {
-            Activation::Gelu => x.gelu("none"),
-            Activation::GeluTanh => x.gelu("tanh"),
-            Activation::Relu => x.relu(),
-        }
-    }
-}
+use crate::layers::snapshot_weights_file;
 
 fn default_model_type() -> String {
     "bert".into()
@@ -384,19 +363,4 @@ pub fn read_snapshot_weights(dir: &Path, prefix: &str) -> Result<HashMap<String,
         out.insert(name, t);
     }
     Ok(out)
-}
-
-/// `dir/model.safetensors`, or an error that says what the folder must hold.
-pub fn snapshot_weights_file(dir: &Path) -> Result<PathBuf> {
-    let file = dir.join("model.safetensors");
-    if file.exists() {
-        Ok(file)
-    } else {
-        Err(Error::Model {
-            path: file,
-            message: "missing: a Hugging Face snapshot folder must hold model.safetensors (convert a \
-                      pytorch_model.bin with transformers' save_pretrained(..., safe_serialization=True))"
-                .into(),
-        })
-    }
 }

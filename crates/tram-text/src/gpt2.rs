@@ -9,9 +9,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use tram_core::InputNoise;
+use tram_task::activation::Activation;
 
-use crate::causal_lm::{Activation, Weights};
 use crate::error::{Error, Result};
+use crate::layers::{read_config, snapshot_weights_file, Weights};
 
 /// `config.json` of a `GPT2LMHeadModel` (the keys this model reads; others are ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +48,7 @@ pub struct Gpt2Config {
 }
 
 fn default_act() -> Activation {
-    Activation::GeluNew
+    Activation::GeluTanh
 }
 fn default_dropout() -> f64 {
     0.1
@@ -182,9 +183,9 @@ impl Gpt2 {
 
     /// A snapshot folder: `config.json` and `model.safetensors`.
     pub fn from_snapshot(dir: &Path, device: Device) -> Result<Self> {
-        let config = Gpt2Config::from_json(crate::causal_lm::read_config(dir)?, &dir.join("config.json"))?;
-        let file = dir.join("model.safetensors");
-        let tensors = crate::causal_lm::read_safetensors(&file)?;
+        let config = Gpt2Config::from_json(read_config(dir)?, &dir.join("config.json"))?;
+        let file = snapshot_weights_file(dir)?;
+        let tensors = tram_task::weights::read_safetensors(&file)?;
         Self::from_tensors(config, tensors, &file, device)
     }
 
@@ -313,7 +314,7 @@ mod tests {
         assert_eq!((base.n_embd, base.inner(), base.n_layer), (768, 3072, 12));
         assert_eq!(
             (base.activation_function, base.resid_pdrop, base.tie_word_embeddings),
-            (Activation::GeluNew, 0.1, true)
+            (Activation::GeluTanh, 0.1, true)
         );
         // medium, large, XL: only the sizes change (XL: 48 layers of 1600 with 25 heads of 64).
         for (d, h, l) in [(1024, 16, 24), (1280, 20, 36), (1600, 25, 48)] {

@@ -17,10 +17,12 @@ pub mod encoder;
 pub mod error;
 pub mod gguf;
 pub mod gpt2;
+pub mod layers;
 pub mod llama;
-pub mod lm_task;
+pub mod lm;
+pub mod prefix_cache;
 pub mod tokenizer;
 pub mod trainable;
-pub mod xlingual_task;
+pub mod xlingual;
 
 pub use error::{Error, Result};

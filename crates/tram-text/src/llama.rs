@@ -8,9 +8,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use tram_core::InputNoise;
+use tram_task::activation::Activation;
 
-use crate::causal_lm::{Activation, Linear, Weights};
 use crate::error::{Error, Result};
+use crate::layers::{read_config, snapshot_weights_file, Linear, Weights};
 
 /// `config.json` of a `LlamaForCausalLM` (the keys this model reads; others are ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,9 +197,9 @@ impl Llama {
 
     /// A snapshot folder: `config.json` and `model.safetensors`.
     pub fn from_snapshot(dir: &Path, device: Device) -> Result<Self> {
-        let config = LlamaConfig::from_json(crate::causal_lm::read_config(dir)?, &dir.join("config.json"))?;
-        let file = dir.join("model.safetensors");
-        let tensors = crate::causal_lm::read_safetensors(&file)?;
+        let config = LlamaConfig::from_json(read_config(dir)?, &dir.join("config.json"))?;
+        let file = snapshot_weights_file(dir)?;
+        let tensors = tram_task::weights::read_safetensors(&file)?;
         Self::from_tensors(config, tensors, &file, device)
     }
 

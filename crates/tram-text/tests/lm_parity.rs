@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 use tram_core::Model;
-use tram_text::causal_lm::{token_nll, CausalLm, Decoder, LmBatch, ModelSource, NoiseAt, PretrainedLm};
+use tram_text::causal_lm::{token_nll, CausalLm, Decoder, LmBatch, ModelSource, PretrainedLm};
 use tram_text::gguf::GgufFile;
 use tram_text::llama::Llama;
 use tram_text::tokenizer::TextTokenizer;
-use tram_text::trainable::Trainable;
+use tram_text::trainable::{NoiseAt, Trainable};
+
+// Tests that draw from torch's global generator run one at a time.
+use tram_core::testing::serial;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm")
@@ -103,6 +106,7 @@ fn gguf_vocabulary_gives_the_tokenizer_it_came_from() {
 
 #[test]
 fn top_k_from_the_cached_prefix_equals_the_full_forward() {
+    let _rng = serial();
     for dir in ["gpt2-tiny", "llama-tiny"] {
         let lm = PretrainedLm::load(&ModelSource::Snapshot(fixtures().join(dir)), Device::Cpu).unwrap();
         let e = expected(&format!("{dir}-expected.safetensors"));

@@ -6,9 +6,12 @@ use std::path::Path;
 use serde::Deserialize;
 use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig, StepReport};
 use tram_task::{DeviceChoice, Domain, Metric, RunContext, RunSettings, Selection, Split, Task};
-use tram_text::causal_lm::{ModelSource, NoiseAt};
-use tram_text::lm_task::{CausalLmConfig, LmData};
-use tram_text::trainable::Trainable;
+use tram_text::causal_lm::ModelSource;
+use tram_text::lm::{CausalLmConfig, LmData};
+use tram_text::trainable::{NoiseAt, Trainable};
+
+// Tests that draw from torch's global generator run one at a time.
+use tram_core::testing::serial;
 
 /// The runner's task enum, internally tagged by `kind` (as tram-experiments declares it).
 #[derive(Debug, Deserialize)]
@@ -71,6 +74,10 @@ fn profile_keys_and_defaults() {
     let d = CausalLmConfig::default();
     assert_eq!((d.model, d.data, d.train_domain.as_str()), (ModelSource::Smollm2, LmData::Brown, "learned"));
     assert_eq!((d.block_len, d.trainable, d.eval_blocks), (128, Trainable::TopLayers(2), 16));
+    // A run's identity leaves out the prefix cache's budget, which only decides what is computed again.
+    let roomy = CausalLmConfig { prefix_cache_mb: 1 << 20, ..c.clone() };
+    assert_eq!(roomy.identity(), CausalLmConfig { prefix_cache_mb: 0, ..c.clone() });
+    assert_ne!(CausalLmConfig { block_len: 8, ..c.clone() }.identity(), c.identity());
     let err = toml::from_str::<Profile>("task = { kind = \"causal-lm\", blocklen = 3 }").unwrap_err().to_string();
     assert!(err.contains("unknown field `blocklen`"), "{err}");
     let mut bad = tiny("\"all\"");
@@ -87,6 +94,7 @@ fn profile_keys_and_defaults() {
 
 #[test]
 fn tram_runs_end_to_end_on_hub_layouts() {
+    let _rng = serial();
     let task = tiny("{ top-layers = 1 }").build().unwrap();
     println!("{}", task.describe());
     assert_eq!(task.metric(), Metric::Perplexity);
@@ -139,6 +147,7 @@ fn tram_runs_end_to_end_on_hub_layouts() {
 
 #[test]
 fn the_cached_prefix_evaluates_as_the_full_model_and_full_fine_tuning_runs() {
+    let _rng = serial();
     let top = tiny("{ top-layers = 2 }").build().unwrap();
     let all = tiny("\"all\"").build().unwrap();
     let mut config = tiny("{ top-layers = 2 }");

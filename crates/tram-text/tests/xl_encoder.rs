@@ -8,8 +8,9 @@ use std::rc::Rc;
 use serde_json::Value;
 use tch::{nn, Device, Kind, Tensor};
 use tram_core::Model;
-use tram_text::classifier::{load_weights, FrozenPrefix, NoiseAt, Pooling, SequenceClassifier, TextBatch};
+use tram_text::classifier::{load_weights, FrozenPrefix, Pooling, SequenceClassifier, TextBatch};
 use tram_text::encoder::{read_snapshot_weights, EncoderConfig, EncoderStack};
+use tram_text::trainable::NoiseAt;
 
 // Tests that draw from torch's global generator run one at a time.
 use tram_core::testing::serial;

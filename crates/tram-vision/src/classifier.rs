@@ -101,7 +101,7 @@ impl ImageClassifier {
                         Some(p) => net.load_pretrained(&vs, p)?,
                         None => net
                             .load_pretrained(&vs, &crate::assets::efficientnet_lite0_weights()?)
-                            .map_err(crate::assets::corrupt_hint)?,
+                            .map_err(crate::error::corrupt_hint)?,
                     }
                 }
                 (Network::EfficientNetLite(net), Normalization::MINUS_ONE_ONE)

@@ -42,3 +42,16 @@ impl From<Error> for tram_task::Error {
         }
     }
 }
+
+/// Adds what to do to an error about a cached asset that exists but does not read: fetch it again.
+pub fn corrupt_hint(e: Error) -> Error {
+    let (path, message) = match e {
+        Error::Task(tram_task::Error::Weights { origin, message }) => (PathBuf::from(origin), message),
+        Error::Data { path, message } => (path, message),
+        other => return other,
+    };
+    let dir = path.parent().map_or_else(|| path.display().to_string(), |d| d.display().to_string());
+    let command = tram_task::assets::ASSETS_COMMAND;
+    let message = format!("{message}; the cached asset looks corrupt: delete {dir} and run `{command}`");
+    Error::Data { path, message }
+}

@@ -16,7 +16,7 @@ use tram_task::{
 
 use crate::assets;
 use crate::classifier::{ImageBatch, ImageClassifier, ModelSpec};
-use crate::data::emoji::EmojiConfig;
+use crate::data::emoji::{self, EmojiConfig};
 use crate::data::parquet::ParquetColumns;
 use crate::data::{image_folder, Augment, Loader, LoaderConfig, OnCorrupt, TransferData, Transform};
 use crate::error::{Error, Result};
@@ -118,6 +118,12 @@ impl TransferConfig {
         }
     }
 
+    /// The configuration with what cannot change a result set to a fixed value, for a run's identity: decoding
+    /// threads do not change the batches.
+    pub fn identity(&self) -> Self {
+        Self { workers: 1, ..self.clone() }
+    }
+
     /// Loads the data set (the model is built per run), after checking the assets it and the model read.
     pub fn build(&self) -> Result<TransferTask> {
         if self.image_size == 0 || self.eval_batch_size == 0 || self.workers == 0 {
@@ -151,7 +157,7 @@ impl TransferConfig {
             DataSpec::Emoji(cfg) => {
                 let (root, cached) = match &cfg.root {
                     Some(r) => (r.clone(), false),
-                    None => (assets::emoji_dir()?, true),
+                    None => (emoji::default_dir()?, true),
                 };
                 for style in crate::data::emoji::Style::ALL {
                     verify_folder(&root.join(style.as_str()), None, cached)?;

@@ -8,10 +8,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 use tch::{nn, Kind, Tensor};
+use tram_task::activation::Activation;
+use tram_task::weights::{load_safetensors, LoadRules};
 
 use crate::data::Normalization;
 use crate::error::{io_err, Error, Result};
-use tram_task::weights::{load_safetensors, LoadRules};
 
 /// The fields of a Hugging Face ViT `config.json` that the forward pass uses.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -21,7 +22,7 @@ pub struct VitConfig {
     pub num_attention_heads: i64,
     pub intermediate_size: i64,
     #[serde(default = "gelu")]
-    pub hidden_act: String,
+    pub hidden_act: Activation,
     #[serde(default)]
     pub hidden_dropout_prob: f64,
     #[serde(default)]
@@ -39,8 +40,8 @@ pub struct VitConfig {
     pub id2label: std::collections::BTreeMap<String, String>,
 }
 
-fn gelu() -> String {
-    "gelu".into()
+fn gelu() -> Activation {
+    Activation::Gelu
 }
 fn ln_eps() -> f64 {
     1e-12
@@ -68,12 +69,6 @@ impl VitConfig {
         }
         if cfg.image_size % cfg.patch_size != 0 {
             return bad(format!("image_size {} is not a multiple of patch_size {}", cfg.image_size, cfg.patch_size));
-        }
-        if !matches!(cfg.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu") {
-            return bad(format!(
-                "hidden_act `{}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)",
-                cfg.hidden_act
-            ));
         }
         Ok(cfg)
     }
@@ -189,14 +184,6 @@ impl Vit {
         &self.config
     }
 
-    fn act(&self, x: &Tensor) -> Tensor {
-        match self.config.hidden_act.as_str() {
-            "gelu" => x.gelu("none"),
-            "relu" => x.relu(),
-            _ => x.gelu("tanh"),
-        }
-    }
-
     /// Position embeddings for an input of `h × w` pixels: as stored, or bicubically interpolated over the
     /// patch grid (Hugging Face's `interpolate_pos_encoding`).
     fn positions(&self, h: i64, w: i64) -> Tensor {
@@ -235,7 +222,7 @@ impl Vit {
             let att = att.dropout(cfg.attention_probs_dropout_prob, train);
             let ctx = att.matmul(&v).transpose(1, 2).reshape([n, t, d]);
             h = h + ctx.apply(&l.attn_out).dropout(cfg.hidden_dropout_prob, train);
-            let y = self.act(&h.apply(&l.ln_after).apply(&l.intermediate));
+            let y = self.config.hidden_act.apply(&h.apply(&l.ln_after).apply(&l.intermediate));
             h = h + y.apply(&l.output).dropout(cfg.hidden_dropout_prob, train);
         }
         h.apply(&self.layernorm).select(1, 0).apply(&self.classifier)

@@ -47,7 +47,7 @@ pub struct ZeroShot {
 /// Top-`k` zero-shot hits of `net` (the ImageNet-1k head) on [`EVERYDAY_OBJECTS`] drawn in `style`.
 pub fn imagenet_top_k(net: &EfficientNetLite, style: Style, k: i64, device: Device) -> Result<ZeroShot> {
     let names = assets::imagenet_class_names()?;
-    let root = assets::emoji_dir()?;
+    let root = emoji::default_dir()?;
     let entries = emoji::read_entries(&root.join(style.as_str()))?;
     let dir = root.join(style.as_str()).join("img").join(style.as_str()).join("64");
     let transform = Transform::eval(224, Normalization::MINUS_ONE_ONE);

@@ -135,6 +135,14 @@ fn init_seed_fixes_the_head_and_leaves_the_data_order_to_the_seed() {
 }
 
 #[test]
+fn a_runs_identity_leaves_out_decoding_threads() {
+    let one = TransferConfig::embedded();
+    let four = TransferConfig { workers: 4, ..one.clone() };
+    assert_eq!(four.identity(), one);
+    assert_ne!(TransferConfig { image_size: 32, ..one.clone() }.identity(), one);
+}
+
+#[test]
 fn device_choice_resolves() {
     let n = tch::Cuda::device_count() as usize;
     assert!(DeviceChoice::Cuda(n).resolve().is_err());

@@ -7,6 +7,9 @@ use std::path::Path;
 use tch::{nn, Device, Tensor};
 use tram_vision::vit::{Vit, VitConfig};
 
+// Tests that draw from torch's global generator run one at a time.
+use tram_core::testing::serial;
+
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-vit");
 
 fn fixture() -> HashMap<String, Tensor> {
@@ -27,6 +30,7 @@ fn load(num_classes: i64) -> (nn::VarStore, Vit) {
 
 #[test]
 fn logits_match_transformers() {
+    let _rng = serial();
     let fx = fixture();
     let (_vs, vit) = load(5);
     let logits = tch::no_grad(|| vit.forward_t(&fx["pixel_values"], false));
@@ -42,6 +46,7 @@ fn logits_match_transformers() {
 
 #[test]
 fn a_new_head_replaces_the_classifier_only() {
+    let _rng = serial();
     let fx = fixture();
     let (vs, vit) = load(7);
     let logits = tch::no_grad(|| vit.forward_t(&fx["pixel_values"], false));
@@ -61,6 +66,7 @@ fn a_new_head_replaces_the_classifier_only() {
 
 #[test]
 fn training_mode_gives_gradients_to_every_parameter() {
+    let _rng = serial();
     let fx = fixture();
     let (vs, vit) = load(5);
     let loss = vit.forward_t(&fx["pixel_values"], true).cross_entropy_for_logits(&Tensor::from_slice(&[0i64, 1, 2]));

@@ -8,8 +8,12 @@ use tram_vision::data::emoji::Style;
 use tram_vision::efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 use tram_vision::zero_shot::imagenet_top_k;
 
+// Tests that draw from torch's global generator run one at a time.
+use tram_core::testing::serial;
+
 #[test]
 fn realistic_styles_are_recognised_far_above_chance() {
+    let _rng = serial();
     let weights = assets::efficientnet_lite0_weights().unwrap_or_else(|e| panic!("{e}"));
     let vs = nn::VarStore::new(Device::Cpu);
     let net = EfficientNetLite::new(&vs.root(), EfficientNetLiteConfig::lite0_imagenet());

