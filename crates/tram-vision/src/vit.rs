@@ -11,7 +11,7 @@ use tch::{nn, Kind, Tensor};
 
 use crate::data::Normalization;
 use crate::error::{io_err, Error, Result};
-use tram_task::weights::{load_safetensors, LoadRules};
+use tram_task::kit::weights::{load_safetensors, LoadRules};
 
 /// The fields of a Hugging Face ViT `config.json` that the forward pass uses.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
