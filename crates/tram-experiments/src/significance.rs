@@ -2,10 +2,7 @@
 //! Wilcoxon signed-rank test over seeds (Table 5: "p < 0.01 Wilcoxon test"), the two-sample Kolmogorov–Smirnov
 //! test over per-example losses (Table 4: "p < 0.01 Kolmogorov-Smirnov test"), all computed with `tram-stats`.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use polars::prelude::*;
 use tram_core::MethodConfig;
 use tram_stats::{
@@ -15,7 +12,8 @@ use tram_stats::{
 use tram_task::Metric;
 
 use crate::experiment::method_id;
-use crate::runs::Summary;
+use crate::run_csv::PerExample;
+use crate::summary::Summary;
 
 /// The level at which the paper calls a difference significant.
 pub const ALPHA: f64 = 0.01;
@@ -48,31 +46,6 @@ impl Quantity {
             Quantity::ZsAvg => Some(s.zero_shot_mean()).filter(|v| v.is_finite()),
         }
     }
-}
-
-/// Per-example values of each run's reported evaluations, by run id and set (from `examples.csv`).
-pub type PerExample = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
-
-/// Reads `examples.csv` of every run under `runs_dir`; runs without one are left out.
-pub fn read_per_example(runs_dir: &Path, summaries: &[Summary]) -> Result<PerExample> {
-    let mut out = PerExample::new();
-    for s in summaries {
-        let path = runs_dir.join(&s.run_id).join("examples.csv");
-        if !path.exists() {
-            continue;
-        }
-        let df = crate::atomic::read_csv(&path)?;
-        let sets = df.column("set").with_context(|| format!("{}: no column `set`", path.display()))?.str()?.clone();
-        let values = df.column("value")?.cast(&DataType::Float64)?;
-        let values = values.f64()?;
-        let by_set = out.entry(s.run_id.clone()).or_default();
-        for (set, v) in sets.into_iter().zip(values) {
-            if let (Some(set), Some(v)) = (set, v) {
-                by_set.entry(set.to_string()).or_default().push(v);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Method `a` against method `b` on one quantity.
@@ -316,40 +289,14 @@ pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tram_task::{Domain, Evaluation, Split};
+    use tram_task::Domain;
 
     fn run(method: &str, seed: u64, metric: Metric, in_domain: f64, zs: f64) -> Summary {
-        let e = |set: &str, domain, value| Evaluation {
-            set: set.into(),
-            domain,
-            split: Split::Test,
-            metric,
-            value,
-            loss: 1.0,
-            examples: 3,
-            per_example: vec![],
-        };
-        Summary {
-            run_id: format!("{method}-s{seed}"),
-            method_id: method.into(),
-            method: toml::from_str(&format!("name = \"{method}\"")).unwrap(),
-            seed,
-            config_hash: String::new(),
-            device: String::new(),
-            metric,
-            steps: 1,
-            skipped_steps: 0,
-            selected_epoch: 1,
-            final_train_loss: 1.0,
-            early_steps: vec![],
-            last_step_loss: 1.0,
-            evaluations: vec![e("a", Domain::InDomain, in_domain), e("b", Domain::ZeroShot, zs)],
-            forward_passes_per_step: 1.0,
-            backward_passes_per_step: 1.0,
-            param_bytes: 1,
-            extra_memory_bytes: 1,
-            train_seconds: 1.0,
-        }
+        let evals = vec![
+            Summary::eval("a", Domain::InDomain, metric, in_domain),
+            Summary::eval("b", Domain::ZeroShot, metric, zs),
+        ];
+        Summary::fixture(method, seed, metric, evals)
     }
 
     #[test]
