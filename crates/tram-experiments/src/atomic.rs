@@ -1,47 +1,21 @@
-//! Durable, atomic file writes: write beside the target, fsync, rename, fsync the folder, so that a reader (or a
-//! run killed at any moment) sees either the old file or the new one, never a part of one; the temporary file is
-//! removed on any error.
+//! The runner's files, each written durably and atomically by [`tram_task::kit::atomic`] (a reader, or a run
+//! killed at any moment, sees the old file or the new one, never a part of one), and the clock its records use.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use polars::prelude::*;
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
+pub use tram_task::kit::atomic::{is_debris, write_with};
 
-/// Flushes a folder's entries (a rename inside it) to disk.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
-}
-
-/// Writes what `fill` produces into a temporary file beside `path`, then moves it into place durably.
-pub fn write_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating the folder {}", parent.display()))?;
-    let tmp = tmp_path(path);
-    let done = fill(&tmp)
-        .and_then(|()| {
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))
-        })
-        .and_then(|()| {
-            std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-        })
-        .and_then(|()| sync_dir(parent));
-    if done.is_err() {
-        std::fs::remove_file(&tmp).ok();
-    }
-    done
+/// Seconds since the Unix epoch (what locks, attempts and `meta.json` record).
+pub fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_with(path, |tmp| {
-        let mut f = std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))
-    })
+    Ok(tram_task::kit::atomic::write_bytes(path, bytes)?)
 }
 
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -92,22 +66,5 @@ mod tests {
         assert_eq!(round_sig(0.6596858638743456), 0.6596858639);
         assert_eq!(round_sig(13530148.0), 13530148.0);
         assert!(round_sig(f64::NAN).is_nan());
-    }
-
-    #[test]
-    fn a_failed_write_leaves_neither_debris_nor_a_partial_file() {
-        let dir = std::env::temp_dir().join(format!("tram-atomic-{}", std::process::id()));
-        let path = dir.join("out.txt");
-        write_bytes(&path, b"old").unwrap();
-        let err = write_with(&path, |tmp| {
-            std::fs::write(tmp, b"half")?;
-            anyhow::bail!("disk full")
-        });
-        assert!(err.is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"old");
-        let names: Vec<String> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["out.txt"], "no temporary file left behind");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

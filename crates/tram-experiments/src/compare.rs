@@ -1,99 +1,26 @@
-//! `tram compare` (methods across runs) and `tram check` (a regression check of a tidy CSV against expectations).
-//! Both read the `*-long.csv` files and refuse, naming the file and the row, anything that is not one.
+//! `tram compare`: methods across runs from long CSVs (mean, 95% CI and n per metric and set), or paired by seed
+//! against a baseline method (difference, 95% interval, Wilcoxon p-value).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::atomic::read_csv;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use polars::prelude::*;
 
-/// One row of a long CSV.
-#[derive(Debug)]
-pub struct Row {
-    pub experiment: String,
-    pub profile: String,
-    pub run_id: String,
-    pub method: String,
-    pub seed: u64,
-    pub set: String,
-    pub domain: String,
-    pub metric: String,
-    pub value: f64,
-}
-
-const COLUMNS: [&str; 9] = ["experiment", "profile", "run_id", "method", "seed", "set", "domain", "metric", "value"];
-
-/// The rows of a long CSV; an error names the file and what is wrong (a missing column, a short row, a value
-/// that is not a number).
-pub fn rows(path: &Path) -> Result<Vec<Row>> {
-    let df = read_csv(path)?;
-    let have: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
-    if let Some(missing) = COLUMNS.iter().find(|c| !have.iter().any(|h| h == *c)) {
-        bail!(
-            "{}: no column `{missing}`; a long CSV (results/<experiment>-<profile>-long.csv) has the columns {}",
-            path.display(),
-            COLUMNS.join(", ")
-        );
-    }
-    let text = |name: &str| -> Result<Vec<Option<String>>> {
-        let c = df.column(name)?.cast(&DataType::String)?;
-        Ok(c.str()?.into_iter().map(|v| v.map(str::to_string)).collect())
-    };
-    let (e, p, r, m, seed, set, domain, k, v) = (
-        text("experiment")?,
-        text("profile")?,
-        text("run_id")?,
-        text("method")?,
-        text("seed")?,
-        text("set")?,
-        text("domain")?,
-        text("metric")?,
-        text("value")?,
-    );
-    let mut out = Vec::with_capacity(df.height());
-    for i in 0..df.height() {
-        let line = i + 2;
-        let need = |c: &[Option<String>], name: &str| -> Result<String> {
-            c[i].clone()
-                .with_context(|| format!("{} line {line}: the `{name}` field is empty (a short row?)", path.display()))
-        };
-        let value_text = need(&v, "value")?;
-        let value: f64 = value_text
-            .trim()
-            .parse()
-            .with_context(|| format!("{} line {line}: value `{value_text}` is not a number", path.display()))?;
-        let seed_text = need(&seed, "seed")?;
-        out.push(Row {
-            experiment: need(&e, "experiment")?,
-            profile: need(&p, "profile")?,
-            run_id: need(&r, "run_id")?,
-            method: need(&m, "method")?,
-            seed: seed_text
-                .trim()
-                .parse()
-                .with_context(|| format!("{} line {line}: seed `{seed_text}` is not a number", path.display()))?,
-            set: set[i].clone().unwrap_or_default(),
-            domain: domain[i].clone().unwrap_or_default(),
-            metric: need(&k, "metric")?,
-            value,
-        });
-    }
-    Ok(out)
-}
+use crate::long_csv;
 
 /// Mean, 95% CI and n per (experiment, profile, metric, set, method) across runs; with a `baseline` method, each
 /// other method's paired difference to it (same seed), its 95% interval and the two-sided Wilcoxon p-value.
-pub fn compare(paths: &[PathBuf], metric: Option<&str>, baseline: Option<&str>) -> Result<()> {
+pub fn run(paths: &[PathBuf], metric: Option<&str>, baseline: Option<&str>) -> Result<()> {
     if let Some(b) = baseline {
-        return compare_to(paths, metric, b);
+        return paired(paths, metric, b);
     }
     if paths.is_empty() {
         bail!("give one or more tidy CSVs, e.g. results/table3-embedded-long.csv");
     }
     let mut groups: BTreeMap<(String, String, String, String, String), Vec<f64>> = BTreeMap::new();
     for p in paths {
-        for r in rows(p)? {
+        for r in long_csv::read(p)? {
             if metric.is_none_or(|m| r.metric.contains(m)) {
                 groups.entry((r.experiment, r.profile, r.metric, r.set, r.method)).or_default().push(r.value);
             }
@@ -127,11 +54,11 @@ pub fn compare(paths: &[PathBuf], metric: Option<&str>, baseline: Option<&str>) 
     Ok(())
 }
 
-fn compare_to(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result<()> {
+fn paired(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result<()> {
     type Key = (String, String, String, String);
     let mut values: BTreeMap<Key, BTreeMap<String, BTreeMap<u64, f64>>> = BTreeMap::new();
     for p in paths {
-        for r in rows(p)? {
+        for r in long_csv::read(p)? {
             if metric.is_none_or(|m| r.metric.contains(m)) {
                 let key = (r.experiment, r.profile, r.metric, r.set);
                 values.entry(key).or_default().entry(r.method).or_default().insert(r.seed, r.value);
@@ -183,271 +110,4 @@ fn compare_to(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result
     ])?;
     println!("{df}");
     Ok(())
-}
-
-/// How the regression check compares a metric (see [`expectations`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Class {
-    /// Counts and sizes the code determines (passes per step, memory, skipped steps, examples): exactly.
-    Exact,
-    /// The first step's numbers and the early learning rates, to a relative tolerance: what rounding barely
-    /// touches but a change of method, hyperparameter, schedule, data or model moves.
-    Fingerprint(f64),
-    /// Outcomes after training (accuracy, perplexity, losses, later steps): chaotic training amplifies rounding,
-    /// so they are held to their spread over seeds.
-    Outcome,
-    /// Wall-clock times: not compared.
-    Time,
-}
-
-/// Relative tolerance of the first step's forward quantities (loss, divergence) and of the learning rates: one vs
-/// two threads and AVX2 vs AVX-512 kernels move them by at most 1.2e-6 (README, "Regression").
-pub const FORWARD_TOLERANCE: f64 = 1e-4;
-
-/// Relative tolerance of the first step's gradient quantities (‖g‖, ‖ε‖, the loss at θ + ε): the backward kernels
-/// of AVX2 and AVX-512 differ by up to 1.6e-3 there (batch norm over 1×1 feature maps amplifies their rounding);
-/// a 20% change of SAM's ρ moves ‖ε‖ by 20%.
-pub const GRADIENT_TOLERANCE: f64 = 1e-2;
-
-fn class(metric: &str) -> Class {
-    match metric {
-        m if m.ends_with("seconds") => Class::Time,
-        m if m.ends_with("_lr") || m == "step0_loss" || m == "step0_divergence" => {
-            Class::Fingerprint(FORWARD_TOLERANCE)
-        }
-        "step0_grad_norm" | "step0_eps_norm" | "step0_perturbed_loss" => Class::Fingerprint(GRADIENT_TOLERANCE),
-        "forward_passes_per_step"
-        | "backward_passes_per_step"
-        | "extra_memory_bytes"
-        | "skipped_steps"
-        | "examples" => Class::Exact,
-        _ => Class::Outcome,
-    }
-}
-
-/// Outcomes are held to the two-sided prediction interval of one more seed at this level (Student's t over the
-/// calibration seeds): training on another machine behaves like another seed (README, "Regression").
-pub const PREDICTION_LEVEL: f64 = 0.999;
-
-/// Accuracies are also allowed this many binomial standard deviations of their evaluation set, √(p(1−p)/n): two
-/// models of the same accuracy differ by that much on a finite set, and a seed's spread at CI scale can be
-/// smaller (the same initial weights for every seed but the head).
-pub const BINOMIAL_SDS: f64 = 3.0;
-
-/// The tolerance of an outcome from its values over the calibration seeds: the half-width of the
-/// [`PREDICTION_LEVEL`] prediction interval, t · sd · √(1 + 1/n).
-fn prediction_half_width(values: &[f64]) -> f64 {
-    let n = values.len() as f64;
-    let t = tram_stats::student_t_quantile(0.5 + PREDICTION_LEVEL / 2.0, n - 1.0);
-    t * tram_stats::std_dev(values) * (1.0 + 1.0 / n).sqrt()
-}
-
-/// Expectations from a calibration sweep (the same profile over several seeds), one row per row of `seed`'s runs:
-/// counts exactly and the first step to rounding at `seed`'s value; outcomes at their mean over the seeds, within
-/// the [`PREDICTION_LEVEL`] prediction interval of a new seed (at least [`BINOMIAL_SDS`] binomial standard
-/// deviations for an accuracy, and `floor` relative to the value).
-pub fn expectations(calibration: &Path, seed: u64, floor: f64, out: &Path) -> Result<()> {
-    let rows = rows(calibration)?;
-    let mut spread: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
-    let mut examples: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for r in &rows {
-        spread.entry((r.method.clone(), r.set.clone(), r.metric.clone())).or_default().push(r.value);
-        if r.metric == "examples" {
-            examples.insert((r.run_id.clone(), r.set.clone()), r.value);
-        }
-    }
-    let seeds: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.seed).collect();
-    if seeds.len() < 3 {
-        bail!("{}: {} seed(s); a spread needs at least 3", calibration.display(), seeds.len());
-    }
-    let mut cols: [Vec<String>; 8] = Default::default();
-    let (mut seed_col, mut value, mut tol, mut relative) = (vec![], vec![], vec![], vec![]);
-    for r in rows.iter().filter(|r| r.seed == seed) {
-        let (expected, t, rel) = match class(&r.metric) {
-            Class::Time => continue,
-            Class::Exact => (r.value, 0.0, false),
-            Class::Fingerprint(t) => (r.value, t, true),
-            Class::Outcome => {
-                let v = &spread[&(r.method.clone(), r.set.clone(), r.metric.clone())];
-                let mean = tram_stats::mean(v);
-                let binomial = match examples.get(&(r.run_id.clone(), r.set.clone())) {
-                    Some(&n) if r.metric == "accuracy" && n > 0.0 => {
-                        BINOMIAL_SDS * (mean * (1.0 - mean) / n).max(0.0).sqrt()
-                    }
-                    _ => 0.0,
-                };
-                (mean, prediction_half_width(v).max(binomial).max(floor * mean.abs().max(1e-12)), false)
-            }
-        };
-        for (c, x) in cols.iter_mut().zip([
-            &r.experiment,
-            &r.profile,
-            &r.run_id,
-            &r.method,
-            &r.set,
-            &r.domain,
-            &r.metric,
-            &r.metric,
-        ]) {
-            c.push(x.clone());
-        }
-        seed_col.push(r.seed);
-        value.push(expected);
-        tol.push(t);
-        relative.push(rel);
-    }
-    if value.is_empty() {
-        bail!("{}: no run of seed {seed}", calibration.display());
-    }
-    let [e, p, id, m, set, domain, metric, _] = cols;
-    let mut df = DataFrame::new(vec![
-        Column::new("experiment".into(), e),
-        Column::new("profile".into(), p),
-        Column::new("run_id".into(), id),
-        Column::new("method".into(), m),
-        Column::new("seed".into(), seed_col),
-        Column::new("set".into(), set),
-        Column::new("domain".into(), domain),
-        Column::new("metric".into(), metric),
-        Column::new("value".into(), value),
-        Column::new("tolerance".into(), tol),
-        Column::new("relative".into(), relative),
-    ])?;
-    crate::atomic::write_csv(out, &mut df)?;
-    println!("wrote {} expectations from {} seeds to {}", df.height(), seeds.len(), out.display());
-    Ok(())
-}
-
-/// Tolerances of an expectations file, by row: `(tolerance, relative)`.
-fn tolerances(path: &Path, n: usize) -> Result<Vec<(f64, bool)>> {
-    let df = read_csv(path)?;
-    let (Ok(t), Ok(r)) = (df.column("tolerance"), df.column("relative")) else {
-        bail!("{}: no `tolerance` and `relative` columns; write expectations with `tram expectations`", path.display())
-    };
-    let t: Vec<Option<f64>> = t.cast(&DataType::Float64)?.f64()?.into_iter().collect();
-    let r: Vec<Option<bool>> = r.cast(&DataType::Boolean)?.bool()?.into_iter().collect();
-    (0..n)
-        .map(|i| match (t.get(i).copied().flatten(), r.get(i).copied().flatten()) {
-            (Some(t), Some(r)) if t >= 0.0 => Ok((t, r)),
-            _ => bail!("{} line {}: tolerance or relative missing or invalid", path.display(), i + 2),
-        })
-        .collect()
-}
-
-/// Checks every expected row's metric in `actual` within the row's tolerance.
-pub fn check(actual: &Path, expected: &Path) -> Result<()> {
-    let got: BTreeMap<(String, String, String), f64> =
-        rows(actual)?.into_iter().map(|r| ((r.run_id, r.set, r.metric), r.value)).collect();
-    let want = rows(expected)?;
-    if want.is_empty() {
-        bail!("{} holds no expectation: a check against nothing proves nothing", expected.display());
-    }
-    let tol = tolerances(expected, want.len())?;
-    let (mut passed, mut failed) = (0, 0);
-    for (r, (tol, relative)) in want.iter().zip(tol) {
-        let key = (r.run_id.clone(), r.set.clone(), r.metric.clone());
-        let ok = match got.get(&key) {
-            None => {
-                println!("MISSING {} {} {}", r.run_id, r.set, r.metric);
-                false
-            }
-            Some(&v) => {
-                let bound = if relative { tol * r.value.abs() } else { tol };
-                let ok = (v - r.value).abs() <= bound || (v.is_nan() && r.value.is_nan());
-                if !ok {
-                    println!(
-                        "DIFF    {} {} {}: expected {} got {} (tolerance {bound:.3e})",
-                        r.run_id, r.set, r.metric, r.value, v
-                    );
-                }
-                ok
-            }
-        };
-        if ok {
-            passed += 1
-        } else {
-            failed += 1
-        }
-    }
-    println!("regression: {passed} passed, {failed} failed");
-    if failed > 0 {
-        bail!(
-            "{failed} metrics differ from {}; if the change is deliberate, regenerate the expectations with `just regress-update`",
-            expected.display()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tram-compare-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    const HEAD: &str = "experiment,profile,run_id,method,seed,set,domain,metric,value\n";
-
-    #[test]
-    fn bad_csvs_are_named_not_read_as_nan() {
-        let wide = write("wide.csv", "method,seeds,google (in-domain)\nSGD,3,68.50±5.61\n");
-        assert!(rows(&wide).unwrap_err().to_string().contains("no column `experiment`"));
-        let text = write("text.csv", &format!("{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,high\n"));
-        let err = format!("{:#}", rows(&text).unwrap_err());
-        assert!(err.contains("line 2") && err.contains("`high` is not a number"), "{err}");
-        let empty =
-            write("empty.csv", "experiment,profile,run_id,method,seed,set,domain,metric,value,tolerance,relative\n");
-        let ok = write("ok.csv", &format!("{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,0.5\n"));
-        assert!(check(&ok, &empty).unwrap_err().to_string().contains("holds no expectation"));
-        assert!(check(&ok, &ok).unwrap_err().to_string().contains("no `tolerance`"));
-    }
-
-    #[test]
-    fn expectations_hold_outcomes_to_a_new_seeds_prediction_interval_and_the_fingerprint_to_rounding() {
-        let calibrate = |name: &str, examples: u32| {
-            let mut cal = HEAD.to_string();
-            for (seed, acc, loss) in [(0, 0.50, 2.0), (1, 0.52, 2.5), (2, 0.48, 3.0), (3, 0.51, 2.0), (4, 0.49, 2.0)] {
-                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},g,in-domain,accuracy,{acc}\n"));
-                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},g,in-domain,examples,{examples}\n"));
-                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},,,step0_loss,{loss}\n"));
-                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},,,forward_passes_per_step,2\n"));
-                cal.push_str(&format!("t,q,sam-s{seed},sam,{seed},,,train_seconds,{seed}\n"));
-            }
-            let cal = write(&format!("{name}-cal.csv"), &cal);
-            let expected = cal.with_file_name(format!("{name}-expected.csv"));
-            expectations(&cal, 0, 1e-6, &expected).unwrap();
-            expected
-        };
-        let expected = calibrate("large", 10_000);
-        let text = std::fs::read_to_string(&expected).unwrap();
-        assert_eq!(text.lines().count(), 5, "header + 4 rows (times are not expected): {text}");
-        // Accuracy: the mean 0.50 of the seeds, ± t(0.9995, 4) · sd · √(1 + 1/5) = 8.610 · 0.01581 · 1.0954 = 0.1491
-        // (3 binomial sd of 10,000 examples are only 0.015); seed 0's values for the rest.
-        let df = read_csv(&expected).unwrap();
-        let tol = df.column("tolerance").unwrap().f64().unwrap().get(0).unwrap();
-        assert!((tol - 0.1491).abs() < 2e-4, "{tol}");
-        let run = |acc: f64, loss: f64, passes: f64| {
-            write(
-                "run.csv",
-                &format!(
-                    "{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,{acc}\nt,q,sam-s0,sam,0,g,in-domain,examples,10000\n\
-                     t,q,sam-s0,sam,0,,,step0_loss,{loss}\nt,q,sam-s0,sam,0,,,forward_passes_per_step,{passes}\n"
-                ),
-            )
-        };
-        assert!(check(&run(0.64, 2.00015, 2.0), &expected).is_ok(), "within the interval and rounding");
-        assert!(check(&run(0.66, 2.0, 2.0), &expected).is_err(), "beyond a new seed's interval");
-        assert!(check(&run(0.5, 2.0003, 2.0), &expected).is_err(), "the first step's loss moved beyond rounding");
-        assert!(check(&run(0.5, 2.0, 3.0), &expected).is_err(), "a count changed");
-        // On 25 examples, 3 binomial sd (0.30) exceed the seeds' interval.
-        let small = calibrate("small", 25);
-        let df = read_csv(&small).unwrap();
-        let tol = df.column("tolerance").unwrap().f64().unwrap().get(0).unwrap();
-        assert!((tol - 0.30).abs() < 1e-9, "{tol}");
-    }
 }

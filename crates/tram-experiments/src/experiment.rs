@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tram_core::{BaseConfig, LrSchedule, MethodConfig, OptimizerConfig, Precision};
 use tram_task::{DeviceChoice, RunSettings, Selection, Task};
@@ -70,10 +71,30 @@ impl TaskSpec {
     }
 }
 
+/// What the runner needs of a profile's `task` table, whatever task it names: [`TaskSpec`] for this
+/// repository's tasks; a test (or another crate using the runner as a library) may bring its own.
+pub trait TaskConfig: Clone + PartialEq + std::fmt::Debug + Serialize + DeserializeOwned {
+    /// Loads the task's data and files once for the whole sweep.
+    fn build(&self) -> Result<Box<dyn Task>>;
+
+    /// The config with what cannot change a result set to a fixed value: the task's part of a run's identity.
+    fn identity(&self) -> Self;
+}
+
+impl TaskConfig for TaskSpec {
+    fn build(&self) -> Result<Box<dyn Task>> {
+        TaskSpec::build(self)
+    }
+
+    fn identity(&self) -> Self {
+        TaskSpec::identity(self)
+    }
+}
+
 /// One profile of an experiment: the runs (methods × seeds) and the settings they share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
+pub struct Profile<T = TaskSpec> {
     pub methods: Vec<MethodConfig>,
     pub seeds: Vec<u64>,
     /// The base optimizer of every method (SGD for vision, Adam for language in the paper).
@@ -84,7 +105,7 @@ pub struct Profile {
     pub clip_grad_norm: Option<f64>,
     #[serde(default)]
     pub m_sharpness: bool,
-    #[serde(default = "five")]
+    #[serde(default = "max_consecutive_skips")]
     pub max_consecutive_skips: u32,
     /// The arithmetic of the passes: `fp32` (default), `tf32` (CUDA), `bf16` or `fp16` (mixed precision with
     /// float32 master weights; tram_core::precision).
@@ -113,15 +134,15 @@ pub struct Profile {
     /// checkpointed), so that a killed run resumes there. Not part of a run's identity.
     #[serde(default = "checkpoint_every")]
     pub checkpoint_every: u64,
-    pub task: TaskSpec,
+    pub task: T,
 }
 
 fn one() -> usize {
     1
 }
 
-fn five() -> u32 {
-    5
+fn max_consecutive_skips() -> u32 {
+    tram_core::step::DEFAULT_MAX_CONSECUTIVE_SKIPS
 }
 
 fn yes() -> bool {
@@ -192,14 +213,14 @@ impl Experiment {
 
     /// The named profile with `--set` overrides applied, checked: every key known, every method valid, every run
     /// id unique.
-    pub fn profile(&self, name: &str, overrides: &[String]) -> Result<Profile> {
+    pub fn profile<T: TaskConfig>(&self, name: &str, overrides: &[String]) -> Result<Profile<T>> {
         if self.file.table == TableKind::Analysis {
             bail!(
                 "{}: an analysis experiment has no sweep of its own (it measures another's runs)",
                 self.path.display()
             );
         }
-        let profile: Profile = self.profile_as(name, overrides)?;
+        let profile: Profile<T> = self.profile_as(name, overrides)?;
         profile.validate().with_context(|| self.where_(name))?;
         Ok(profile)
     }
@@ -266,7 +287,7 @@ fn apply_override(root: &mut toml::Table, spec: &str) -> Result<()> {
     unreachable!("a key path has at least one part")
 }
 
-impl Profile {
+impl<T> Profile<T> {
     fn validate(&self) -> Result<()> {
         if self.methods.is_empty() || self.seeds.is_empty() {
             bail!("needs at least one method and one seed");
@@ -353,12 +374,12 @@ mod tests {
                 let exp = Experiment::load(&path).unwrap();
                 for p in exp.profile_names() {
                     if exp.file.table == TableKind::Analysis {
-                        let a: crate::analysis::AnalysisProfile =
+                        let a: crate::analysis_table::AnalysisProfile =
                             exp.profile_as(p, &[]).unwrap_or_else(|e| panic!("{} {p}: {e:#}", path.display()));
                         let source = Experiment::load(&experiments().join(format!("{}.toml", a.runs.experiment)));
-                        source.unwrap().profile(&a.runs.profile, &a.runs.set).unwrap();
+                        source.unwrap().profile::<TaskSpec>(&a.runs.profile, &a.runs.set).unwrap();
                     } else {
-                        exp.profile(p, &[]).unwrap_or_else(|e| panic!("{} {p}: {e:#}", path.display()));
+                        exp.profile::<TaskSpec>(p, &[]).unwrap_or_else(|e| panic!("{} {p}: {e:#}", path.display()));
                     }
                 }
             }
@@ -368,7 +389,7 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_overrides_are_named() {
         let exp = Experiment::load(&experiments().join("table3.toml")).unwrap();
-        let err = |o: &str| format!("{:#}", exp.profile("quick", &[o.to_string()]).unwrap_err());
+        let err = |o: &str| format!("{:#}", exp.profile::<TaskSpec>("quick", &[o.to_string()]).unwrap_err());
         assert!(err("epochs_typo=3").contains("unknown field `epochs_typo`"));
         assert!(err("methods=[{name = \"sam\", rho = -1.0}]").contains("rho must be finite and >= 0"));
         assert!(err("task.image_sise=3").contains("unknown field `image_sise`"));
@@ -379,9 +400,9 @@ mod tests {
         assert!(err("seeds=[0, 0]").contains("seed 0 is listed twice"));
         assert!(err("methods=[{name = \"sam\"}, {name = \"sam\"}]").contains("listed twice"));
         assert!(err("max_train_batches=0").contains("max_train_batches = 0"));
-        let p = exp.profile("quick", &["epochs=7".into(), "task.data.train_style=\"apple\"".into()]).unwrap();
+        let p: Profile = exp.profile("quick", &["epochs=7".into(), "task.data.train_style=\"apple\"".into()]).unwrap();
         assert_eq!(p.epochs, 7);
-        assert!(exp.profile("nope", &[]).unwrap_err().to_string().contains("no profile `nope`"));
+        assert!(exp.profile::<TaskSpec>("nope", &[]).unwrap_err().to_string().contains("no profile `nope`"));
     }
 
     #[test]
@@ -389,7 +410,8 @@ mod tests {
         use tram_vision::data::emoji::EmojiConfig;
         use tram_vision::transfer::DataSpec;
         let exp = Experiment::load(&experiments().join("table3.toml")).unwrap();
-        let (embedded, quick) = (exp.profile("embedded", &[]).unwrap(), exp.profile("quick", &[]).unwrap());
+        let (embedded, quick): (Profile, Profile) =
+            (exp.profile("embedded", &[]).unwrap(), exp.profile("quick", &[]).unwrap());
         assert_eq!(embedded.optimizer, quick.optimizer, "inherited");
         let (TaskSpec::ImageTransfer(e), TaskSpec::ImageTransfer(q)) = (&embedded.task, &quick.task) else {
             panic!("table3 is an image-transfer experiment")

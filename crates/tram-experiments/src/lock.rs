@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::runs::now_s;
+use crate::atomic::now_s;
 
 /// What the holder of a run's lock is doing, or did last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use plotters::style::{register_font, FontStyle};
 
 use tram_task::Metric;
 
-use crate::runs::Summary;
+use crate::summary::Summary;
 
 const FONT_PATHS: [&str; 2] =
     ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];

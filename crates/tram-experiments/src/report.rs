@@ -1,17 +1,23 @@
-//! From finished runs to the files a reader opens: the long CSV, the paper-shaped table (variants or transfer),
-//! the plot, and the terminal view.
+//! From finished runs to the files a reader opens: the long CSV, the paper-shaped table (variants, transfer or
+//! analysis) with the paper's numbers beside, its companions (tests, standard deviations, correlations, the
+//! plot), and the terminal view.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use polars::prelude::*;
 use serde::{Deserialize, Serialize};
-use tram_task::{DeviceChoice, Evaluation, RunSettings, Task, Timing};
+use tram_task::{DeviceChoice, Evaluation, Metric, RunSettings, Task, Timing};
 
+use crate::analysis_table::{self, Analysed, AnalysisProfile};
 use crate::atomic;
-use crate::experiment::{method_id, Experiment, Profile, TableKind};
-use crate::runs::Summary;
+use crate::experiment::{method_id, Experiment, Profile, TableKind, TaskConfig};
+use crate::long_csv;
+use crate::paper::{self, label};
+use crate::run_csv;
 use crate::significance;
-use crate::tables::{self, label, PaperTable};
+use crate::summary::Summary;
+use crate::tables;
 
 /// The pre-trained model's own evaluation, kept beside the runs (computed once per task configuration).
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,9 +28,9 @@ struct Pretrained {
 
 /// The pre-trained row of a transfer table: read from `<runs>/pretrained.json` when it was computed for this task
 /// configuration, else computed by the task (when given one) and written there.
-pub fn pretrained(
+pub fn pretrained<T: TaskConfig>(
     runs_dir: &Path,
-    profile: &Profile,
+    profile: &Profile<T>,
     task: Option<&dyn Task>,
     run: &RunSettings,
 ) -> Result<Option<Vec<Evaluation>>> {
@@ -60,9 +66,9 @@ struct StepTimes {
 /// The step times of the profile's methods: read from `<runs>/timing.json` when it holds these methods (measured
 /// on the same kind of device as `measure`'s, when given), else measured with `measure` (the task and the device)
 /// and written there.
-pub fn timings(
+pub fn timings<T>(
     runs_dir: &Path,
-    profile: &Profile,
+    profile: &Profile<T>,
     measure: Option<(&dyn Task, DeviceChoice)>,
 ) -> Result<Option<Vec<Timing>>> {
     let path = runs_dir.join("timing.json");
@@ -82,28 +88,13 @@ pub fn timings(
     Ok(Some(timings))
 }
 
-/// The paper tables named by the experiment, from `paper_dir`; a missing one is a warning, not an error.
-fn paper_tables(exp: &Experiment, paper_dir: &Path) -> Vec<PaperTable> {
-    exp.file
-        .paper
-        .iter()
-        .filter_map(|f| match tables::paper_table(&paper_dir.join(f)) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!("the paper's table {f} is not shown beside ours: {e:#}");
-                None
-            }
-        })
-        .collect()
-}
-
 /// What the report needs besides the runs.
-pub struct ReportInput<'a> {
+pub struct ReportInput<'a, T> {
     pub exp: &'a Experiment,
     /// The profile's run folders (`results/runs/<experiment>/<profile>`).
     pub runs_dir: &'a Path,
     pub profile_name: &'a str,
-    pub profile: &'a Profile,
+    pub profile: &'a Profile<T>,
     pub results: &'a Path,
     pub paper_dir: &'a Path,
     pub timings: Option<Vec<Timing>>,
@@ -112,24 +103,25 @@ pub struct ReportInput<'a> {
 
 /// Writes `<experiment>-<profile>-long.csv`, `<experiment>-<profile>.csv` and (transfer) the plot, and prints the
 /// table.
-pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
+pub fn write<T>(input: ReportInput<'_, T>, summaries: &[Summary]) -> Result<()> {
     let ReportInput { exp, runs_dir, profile_name, profile, results, paper_dir, timings, pretrained } = input;
     let stem = format!("{}-{profile_name}", exp.file.name);
     let long_path = results.join(format!("{stem}-long.csv"));
-    atomic::write_csv(&long_path, &mut tables::long_frame(&exp.file.name, profile_name, summaries)?)?;
-    let paper = paper_tables(exp, paper_dir);
+    let rows = long_csv::summary_rows(&exp.file.name, profile_name, summaries);
+    atomic::write_csv(&long_path, &mut long_csv::frame(&rows)?)?;
+    let paper = paper::tables(exp, paper_dir);
     let metric = summaries.first().context("no finished run to report")?.metric;
     let (mut table, shown) = match exp.file.table {
-        TableKind::Analysis => anyhow::bail!("an analysis experiment writes its own tables (analysis.rs)"),
+        TableKind::Analysis => anyhow::bail!("an analysis experiment's report is `write_analysis`"),
         TableKind::Variants => {
             let timings = timings.context("the variants table needs the step-time measurement")?;
             let t = tables::variants(&profile.methods, &timings, summaries, &profile.optimizer, &paper)?;
-            let cols = tables::variants_print(metric);
-            let shown = tables::printable(&t, &cols.iter().map(String::as_str).collect::<Vec<_>>())?;
+            let cols = variants_print(metric);
+            let shown = printable(&t, &cols.iter().map(String::as_str).collect::<Vec<_>>())?;
             (t, shown)
         }
         TableKind::Transfer => {
-            let per_example = significance::read_per_example(runs_dir, summaries)?;
+            let per_example = run_csv::read_per_example(runs_dir, summaries)?;
             let comparisons = significance::compare_all(&profile.methods, summaries, &per_example, metric);
             let tests_path = results.join(format!("{stem}-tests.csv"));
             atomic::write_csv(&tests_path, &mut significance::frame(metric, &comparisons)?)?;
@@ -168,9 +160,7 @@ pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
                     plot_stem.with_extension("svg").display()
                 );
             }
-            let ours: Vec<&str> =
-                t.get_column_names().into_iter().map(|c| c.as_str()).filter(|c| !c.starts_with("paper ")).collect();
-            let shown = t.select(ours)?;
+            let shown = paper::without_paper(&t)?;
             (t, shown)
         }
     };
@@ -179,6 +169,88 @@ pub fn write(input: ReportInput<'_>, summaries: &[Summary]) -> Result<()> {
     println!("{shown}");
     println!("wrote {} and {}", out.display(), long_path.display());
     Ok(())
+}
+
+/// Table 6's report of analysed runs: `<experiment>-<profile>.csv` (the paper's layout, its numbers beside),
+/// `-long.csv` (every run, set and ascent length) and `-steps.csv` (each method's means at every ascent length,
+/// with ranks); prints the table.
+pub fn write_analysis<T>(
+    exp: &Experiment,
+    profile_name: &str,
+    profile: &AnalysisProfile,
+    source: &Profile<T>,
+    analysed: &[Analysed],
+    results: &Path,
+    paper_dir: &Path,
+) -> Result<()> {
+    let stem = format!("{}-{profile_name}", exp.file.name);
+    let long_path = results.join(format!("{stem}-long.csv"));
+    let rows = analysis_table::long_rows(&exp.file.name, profile_name, analysed);
+    atomic::write_csv(&long_path, &mut long_csv::frame(&rows)?)?;
+    let steps_path = results.join(format!("{stem}-steps.csv"));
+    atomic::write_csv(&steps_path, &mut analysis_table::ascent_frame(source, analysed, &profile.sharpness_steps)?)?;
+    let paper = paper::tables(exp, paper_dir);
+    let mut table = analysis_table::table(source, analysed, &paper)?;
+    let path = results.join(format!("{stem}.csv"));
+    atomic::write_csv(&path, &mut table)?;
+    println!("{}", paper::without_paper(&table)?);
+    println!("wrote {}, {} and {}", path.display(), long_path.display(), steps_path.display());
+    Ok(())
+}
+
+/// A compact copy of a table for the terminal: the given columns (those that exist), floats to 3 significant
+/// digits.
+pub fn printable(df: &DataFrame, columns: &[&str]) -> Result<DataFrame> {
+    let mut out = Vec::new();
+    for name in columns {
+        let Ok(c) = df.column(name) else { continue };
+        let col = match c.dtype() {
+            DataType::Float64 => {
+                let v: Vec<Option<String>> = c.f64()?.into_iter().map(|x| x.map(fmt3)).collect();
+                Column::new((*name).into(), v)
+            }
+            _ => c.clone(),
+        };
+        out.push(col);
+    }
+    Ok(DataFrame::new(out)?)
+}
+
+fn fmt3(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let a = x.abs();
+    if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// The columns of the variants table printed on the terminal (the CSV has them all).
+pub fn variants_print(metric: Metric) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "variant",
+        "trust_region_measurement",
+        "eps",
+        "passes_measured",
+        "passes_paper",
+        "passes_match",
+        "step_ms_median",
+        "ratio_to_base",
+        "ratio_to_sam",
+        "extra_memory_x_params",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.push(format!("in_domain_{metric}"));
+    v.push(format!("zs_mean_{metric}"));
+    v
 }
 
 #[cfg(test)]
@@ -190,7 +262,7 @@ mod tests {
     fn step_times_are_reused_only_for_the_same_methods() {
         let exp =
             Experiment::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table2.toml")).unwrap();
-        let profile = exp.profile("quick", &[]).unwrap();
+        let profile: Profile = exp.profile("quick", &[]).unwrap();
         let dir = std::env::temp_dir().join(format!("tram-report-timing-{}", std::process::id()));
         assert!(timings(&dir, &profile, None).unwrap().is_none(), "nothing measured, nothing to measure with");
         let timing = |m: &MethodConfig| Timing {
@@ -210,7 +282,7 @@ mod tests {
         atomic::write_json(&dir.join("timing.json"), &stored).unwrap();
         let read = timings(&dir, &profile, None).unwrap().expect("written by another process of the sweep");
         assert_eq!(read, stored.timings);
-        let fewer = exp.profile("quick", &["methods=[{name=\"sam\"}]".into()]).unwrap();
+        let fewer: Profile = exp.profile("quick", &["methods=[{name=\"sam\"}]".into()]).unwrap();
         assert!(timings(&dir, &fewer, None).unwrap().is_none(), "measured for other methods");
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -3,10 +3,7 @@
 //! test over per-example losses (Table 4: "p < 0.01 Kolmogorov-Smirnov test") and, beside it, the Wilcoxon
 //! signed-rank test over the same blocks, paired, all computed with `tram-stats`.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use polars::prelude::*;
 use tram_core::MethodConfig;
 use tram_stats::{
@@ -16,7 +13,8 @@ use tram_stats::{
 use tram_task::{Evaluation, Metric};
 
 use crate::experiment::method_id;
-use crate::runs::Summary;
+use crate::run_csv::PerExample;
+use crate::summary::Summary;
 
 /// The level at which the paper calls a difference significant.
 pub const ALPHA: f64 = 0.01;
@@ -57,35 +55,6 @@ impl Quantity {
             Quantity::ZsAvg => s.zero_shot().collect(),
         }
     }
-}
-
-/// Per-example values of each run's reported evaluations, by run id and set (from `examples.csv`).
-pub type PerExample = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
-
-/// Reads `examples.csv` of every run under `runs_dir`; runs without one are left out.
-pub fn read_per_example(runs_dir: &Path, summaries: &[Summary]) -> Result<PerExample> {
-    let mut out = PerExample::new();
-    for s in summaries {
-        let path = runs_dir.join(&s.run_id).join("examples.csv");
-        if !path.exists() {
-            continue;
-        }
-        let df = crate::atomic::read_csv(&path)?;
-        let sets = df.column("set").with_context(|| format!("{}: no column `set`", path.display()))?.str()?.clone();
-        let index = df.column("index")?.cast(&DataType::UInt64)?;
-        let values = df.column("value")?.cast(&DataType::Float64)?;
-        let values = values.f64()?;
-        let by_set = out.entry(s.run_id.clone()).or_default();
-        for ((set, i), v) in sets.into_iter().zip(index.u64()?).zip(values) {
-            if let (Some(set), Some(i), Some(v)) = (set, i, v) {
-                let values = by_set.entry(set.to_string()).or_default();
-                // Runs are paired example by example (block by block): a value's position is its example's index.
-                anyhow::ensure!(i == values.len() as u64, "{}: `{set}` lists example {i} out of order", path.display());
-                values.push(v);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Method `a` against method `b` on one quantity.
@@ -421,40 +390,14 @@ pub fn frame(metric: Metric, comparisons: &[Comparison]) -> Result<DataFrame> {
 mod tests {
     use super::*;
     use tram_stats::WilcoxonMethod;
-    use tram_task::{Domain, Evaluation, Split};
+    use tram_task::Domain;
 
     fn run(method: &str, seed: u64, metric: Metric, in_domain: f64, zs: f64) -> Summary {
-        let e = |set: &str, domain, value| Evaluation {
-            set: set.into(),
-            domain,
-            split: Split::Test,
-            metric,
-            value,
-            loss: 1.0,
-            examples: 3,
-            per_example: vec![],
-        };
-        Summary {
-            run_id: format!("{method}-s{seed}"),
-            method_id: method.into(),
-            method: toml::from_str(&format!("name = \"{method}\"")).unwrap(),
-            seed,
-            config_hash: String::new(),
-            device: String::new(),
-            metric,
-            steps: 1,
-            skipped_steps: 0,
-            selected_epoch: 1,
-            final_train_loss: 1.0,
-            early_steps: vec![],
-            last_step_loss: 1.0,
-            evaluations: vec![e("a", Domain::InDomain, in_domain), e("b", Domain::ZeroShot, zs)],
-            forward_passes_per_step: 1.0,
-            backward_passes_per_step: 1.0,
-            param_bytes: 1,
-            extra_memory_bytes: 1,
-            train_seconds: 1.0,
-        }
+        let evals = vec![
+            Summary::eval("a", Domain::InDomain, metric, in_domain),
+            Summary::eval("b", Domain::ZeroShot, metric, zs),
+        ];
+        Summary::fixture(method, seed, metric, evals)
     }
 
     #[test]
@@ -567,23 +510,6 @@ mod tests {
         let float = wilcoxon(&x, &y, Alternative::TwoSided).unwrap();
         assert_eq!(float.method, WilcoxonMethod::Exact, "the float differences lose the tie");
         assert_ne!(float.pvalue, want.pvalue);
-    }
-
-    #[test]
-    fn per_example_values_are_read_in_index_order_or_refused() {
-        let dir = std::env::temp_dir().join(format!("tram-significance-{}", std::process::id()));
-        let s = [run("base", 0, Metric::Perplexity, 20.0, 30.0)];
-        std::fs::create_dir_all(dir.join("base-s0")).unwrap();
-        let write =
-            |rows: &str| std::fs::write(dir.join("base-s0/examples.csv"), format!("set,index,value\n{rows}")).unwrap();
-        write("a,0,3.5\nb,0,1.0\na,1,2.5\n");
-        let pe = read_per_example(&dir, &s).unwrap();
-        assert_eq!((pe["base-s0"]["a"].clone(), pe["base-s0"]["b"].clone()), (vec![3.5, 2.5], vec![1.0]));
-        // A block out of place would be paired with another run's different block.
-        write("a,1,2.5\na,0,3.5\n");
-        let err = read_per_example(&dir, &s).unwrap_err().to_string();
-        assert!(err.contains("`a` lists example 1 out of order"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// One run per method on an in-domain set `a` of 200 blocks and zero-shot sets `b` and `c` of 100 each.

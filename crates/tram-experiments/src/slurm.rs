@@ -7,28 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// What the script asks Slurm for, and what its tasks run.
-pub struct SlurmOptions {
-    pub experiment: PathBuf,
-    pub profile: String,
-    pub overrides: Vec<String>,
-    pub results: PathBuf,
-    pub paper: PathBuf,
-    pub device: String,
-    /// Array tasks (shards); default: one per run.
-    pub tasks: Option<usize>,
-    /// At most this many tasks at once (`--array=0-N%P`).
-    pub parallel: Option<usize>,
-    pub gpus_per_task: Option<u32>,
-    pub cpus_per_task: u32,
-    pub mem: Option<String>,
-    pub time: String,
-    pub partition: Option<String>,
-    /// Further `#SBATCH` options, e.g. `--account=proj`.
-    pub sbatch: Vec<String>,
-    /// Where the script goes; default `<results>/slurm/<experiment>-<profile>.sbatch`.
-    pub out: Option<PathBuf>,
-}
+use crate::cli::SlurmOptions;
 
 /// `text` as one shell word.
 fn quote(text: &str) -> String {
@@ -52,8 +31,8 @@ pub struct ScriptPaths {
     pub paper: PathBuf,
 }
 
-/// The script text for a sweep of `runs` runs named `name` (`<experiment>-<profile>`).
-pub fn script(opts: &SlurmOptions, name: &str, runs: usize, paths: &ScriptPaths) -> Result<String> {
+/// The script text for a sweep of `runs` runs of the profile `profile`, named `name` (`<experiment>-<profile>`).
+pub fn script(opts: &SlurmOptions, profile: &str, name: &str, runs: usize, paths: &ScriptPaths) -> Result<String> {
     let tasks = opts.tasks.unwrap_or(runs);
     if tasks == 0 {
         bail!("--tasks must be at least 1");
@@ -67,7 +46,7 @@ pub fn script(opts: &SlurmOptions, name: &str, runs: usize, paths: &ScriptPaths)
     s += &format!(
         "# Written by `tram slurm` for {} (profile {}): {runs} runs over {tasks} array tasks.\n",
         paths.experiment.display(),
-        opts.profile
+        profile
     );
     s += "# Submit with `sbatch <this file>`. Each task trains its share of the runs (--shard K/N) in the shared results\n";
     s += "# folder; a pre-empted task is re-queued and resumes its run from the last checkpoint. Re-submitting one\n";
@@ -76,9 +55,9 @@ pub fn script(opts: &SlurmOptions, name: &str, runs: usize, paths: &ScriptPaths)
         "#   {} tables {} --profile {} --results {}{}\n",
         quote(&paths.tram.to_string_lossy()),
         quote(&paths.experiment.to_string_lossy()),
-        quote(&opts.profile),
+        quote(profile),
         quote(&paths.results.to_string_lossy()),
-        opts.overrides.iter().map(|o| format!(" --set {}", quote(o))).collect::<String>()
+        opts.sweep.overrides.iter().map(|o| format!(" --set {}", quote(o))).collect::<String>()
     );
     s += "# (or submit that with `sbatch --dependency=afterany:<array job id> --wrap '...'`).\n";
     s += &format!("#SBATCH --job-name=tram-{name}\n");
@@ -110,12 +89,12 @@ pub fn script(opts: &SlurmOptions, name: &str, runs: usize, paths: &ScriptPaths)
         "exec {} run {} --profile {} --results {} --paper {} --device {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{tasks}\"",
         quote(&paths.tram.to_string_lossy()),
         quote(&paths.experiment.to_string_lossy()),
-        quote(&opts.profile),
+        quote(profile),
         quote(&paths.results.to_string_lossy()),
         quote(&paths.paper.to_string_lossy()),
-        quote(&opts.device)
+        quote(&opts.sweep.device)
     );
-    for o in &opts.overrides {
+    for o in &opts.sweep.overrides {
         s += &format!(" \\\n    --set {}", quote(o));
     }
     s += "\n";
@@ -123,17 +102,17 @@ pub fn script(opts: &SlurmOptions, name: &str, runs: usize, paths: &ScriptPaths)
 }
 
 /// Writes the script (executable) and the folder its tasks' logs go to; returns the script's path.
-pub fn write_script(opts: &SlurmOptions, experiment_name: &str, runs: usize) -> Result<PathBuf> {
-    let results = absolute(&opts.results)?;
+pub fn write_script(opts: &SlurmOptions, experiment_name: &str, profile: &str, runs: usize) -> Result<PathBuf> {
+    let results = absolute(&opts.sweep.results)?;
     let paths = ScriptPaths {
         tram: std::env::current_exe().context("finding the tram binary")?,
         workdir: std::env::current_dir().context("reading the current folder")?,
-        experiment: absolute(&opts.experiment)?,
+        experiment: absolute(&opts.sweep.experiment)?,
         results: results.clone(),
-        paper: absolute(&opts.paper)?,
+        paper: absolute(&opts.sweep.paper)?,
     };
-    let name = format!("{experiment_name}-{}", opts.profile);
-    let text = script(opts, &name, runs, &paths)?;
+    let name = format!("{experiment_name}-{profile}");
+    let text = script(opts, profile, &name, runs, &paths)?;
     let logs = results.join("slurm");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let out = match &opts.out {
@@ -150,15 +129,18 @@ pub fn write_script(opts: &SlurmOptions, experiment_name: &str, runs: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::SweepArgs;
 
     fn opts() -> SlurmOptions {
         SlurmOptions {
-            experiment: "experiments/table3.toml".into(),
-            profile: "paper".into(),
-            overrides: vec!["task.model.dir=/data/vit b".into()],
-            results: "results".into(),
-            paper: "results/paper".into(),
-            device: "auto".into(),
+            sweep: SweepArgs {
+                experiment: "experiments/table3.toml".into(),
+                profile: Some("paper".into()),
+                overrides: vec!["task.model.dir=/data/vit b".into()],
+                results: "results".into(),
+                paper: "results/paper".into(),
+                device: "auto".into(),
+            },
             tasks: None,
             parallel: Some(8),
             gpus_per_task: Some(1),
@@ -183,7 +165,7 @@ mod tests {
 
     #[test]
     fn the_script_is_an_array_of_shards_over_one_results_folder() {
-        let text = script(&opts(), "table3-paper", 40, &paths()).unwrap();
+        let text = script(&opts(), "paper", "table3-paper", 40, &paths()).unwrap();
         for line in [
             "#SBATCH --array=0-39%8",
             "#SBATCH --gpus-per-task=1",
@@ -197,10 +179,10 @@ mod tests {
         assert!(text.contains("--results /shared/results") && text.contains("--shard \"${SLURM_ARRAY_TASK_ID}/40\""));
         assert!(text.contains("--set 'task.model.dir=/data/vit b'"), "a value with a space stays one word:\n{text}");
         let few = SlurmOptions { tasks: Some(4), parallel: None, ..opts() };
-        let text = script(&few, "table3-paper", 40, &paths()).unwrap();
+        let text = script(&few, "paper", "table3-paper", 40, &paths()).unwrap();
         assert!(text.contains("#SBATCH --array=0-3\n") && text.contains("/4\""));
         let more = SlurmOptions { tasks: Some(100), ..opts() };
-        assert!(script(&more, "t", 6, &paths()).unwrap().contains("--array=0-5%8"), "no task without a run");
-        assert!(script(&SlurmOptions { tasks: Some(0), ..opts() }, "t", 6, &paths()).is_err());
+        assert!(script(&more, "paper", "t", 6, &paths()).unwrap().contains("--array=0-5%8"), "no task without a run");
+        assert!(script(&SlurmOptions { tasks: Some(0), ..opts() }, "paper", "t", 6, &paths()).is_err());
     }
 }

@@ -10,9 +10,11 @@ use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tram_task::{DeviceChoice, RunContext, Task, Timing};
 
-use crate::experiment::{method_id, run_id, Experiment, Profile};
+use crate::atomic::now_s;
+use crate::experiment::{method_id, run_id, Experiment, Profile, TaskConfig, TaskSpec};
 use crate::lock::{Claim, Holder, RunLock};
-use crate::runs::{now_s, RunConfig, RunDir, RunState, Status, Summary, WriteContext};
+use crate::run_dir::{RunConfig, RunDir, RunState, Status, WriteContext};
+use crate::summary::Summary;
 
 /// `K/N`: the runs whose position in the sweep is K modulo N (positions from 0, in the profile's order: method
 /// by method, seed by seed), so that N processes, e.g. the tasks of a Slurm job array, split a sweep without
@@ -64,11 +66,11 @@ fn bar_style(template: &str) -> ProgressStyle {
 }
 
 /// One run of the sweep.
-pub struct Planned {
+pub struct Planned<T = TaskSpec> {
     pub id: String,
     pub method_id: String,
     pub dir: RunDir,
-    pub config: RunConfig,
+    pub config: RunConfig<T>,
 }
 
 /// What a sweep has: the finished runs' summaries in the profile's order, and the runs without one (and why).
@@ -87,7 +89,7 @@ pub fn check_results_folder(root: &Path) -> Result<()> {
 }
 
 /// Every run of the profile, in its order, with its folder and configuration.
-pub fn plan(exp: &Experiment, profile: &Profile, opts: &SweepOptions) -> Vec<Planned> {
+pub fn plan<T: TaskConfig>(exp: &Experiment, profile: &Profile<T>, opts: &SweepOptions) -> Vec<Planned<T>> {
     profile
         .runs()
         .into_iter()
@@ -103,7 +105,7 @@ pub fn plan(exp: &Experiment, profile: &Profile, opts: &SweepOptions) -> Vec<Pla
 
 /// Checks every run's settings against the task before the first step: steps per epoch, the optimizer, the
 /// schedule over the run's length.
-pub fn check(planned: &[Planned], task: &dyn Task) -> Result<()> {
+pub fn check<T>(planned: &[Planned<T>], task: &dyn Task) -> Result<()> {
     for p in planned {
         let run = &p.config.run;
         let steps = task.steps_per_epoch(run).with_context(|| format!("run {}", p.id))?;
@@ -115,7 +117,7 @@ pub fn check(planned: &[Planned], task: &dyn Task) -> Result<()> {
 }
 
 /// The runs' state as their folders say, changing nothing.
-pub fn collect(planned: &[Planned]) -> Result<SweepOutcome> {
+pub fn collect<T: TaskConfig>(planned: &[Planned<T>]) -> Result<SweepOutcome> {
     let mut outcome = SweepOutcome { summaries: vec![], missing: vec![] };
     for p in planned {
         let why = match p.dir.status(&p.config)? {
@@ -137,10 +139,16 @@ pub fn collect(planned: &[Planned]) -> Result<SweepOutcome> {
 /// Trains this shard's runs that are not finished, each once it is claimed; runs another process holds are
 /// left for the end and waited for (and trained here if that process stops without finishing them). Returns
 /// the state of the whole sweep.
-pub fn run_profile(exp: &Experiment, profile: &Profile, opts: &SweepOptions, task: &dyn Task) -> Result<SweepOutcome> {
+pub fn run_profile<T: TaskConfig>(
+    exp: &Experiment,
+    profile: &Profile<T>,
+    opts: &SweepOptions,
+    task: &dyn Task,
+) -> Result<SweepOutcome> {
     let planned = plan(exp, profile, opts);
     check(&planned, task)?;
-    let mine: Vec<&Planned> = planned.iter().enumerate().filter(|(i, _)| opts.shard.owns(*i)).map(|(_, p)| p).collect();
+    let mine: Vec<&Planned<T>> =
+        planned.iter().enumerate().filter(|(i, _)| opts.shard.owns(*i)).map(|(_, p)| p).collect();
     let mut todo = vec![];
     for p in &mine {
         if let RunState::Todo = p.dir.state(&p.config, opts.fresh)? {
@@ -178,18 +186,18 @@ pub fn run_profile(exp: &Experiment, profile: &Profile, opts: &SweepOptions, tas
 }
 
 /// What training one run needs.
-struct Trainer<'a> {
+struct Trainer<'a, T> {
     exp: &'a Experiment,
-    profile: &'a Profile,
+    profile: &'a Profile<T>,
     opts: &'a SweepOptions,
     task: &'a dyn Task,
     mp: &'a MultiProgress,
 }
 
-impl Trainer<'_> {
+impl<T: TaskConfig> Trainer<'_, T> {
     /// Trains a claimed run (from its checkpoint, if it has one) and writes its folder, unless another process
     /// finished it meanwhile.
-    fn run(&self, p: &Planned, mut lock: RunLock, stale: Option<Holder>) -> Result<()> {
+    fn run(&self, p: &Planned<T>, mut lock: RunLock, stale: Option<Holder>) -> Result<()> {
         if let RunState::Done = p.dir.state(&p.config, false)? {
             self.mp.suspend(|| tracing::info!("{}: finished by another process meanwhile", p.id));
             return Ok(());
@@ -253,11 +261,11 @@ impl Trainer<'_> {
     }
 }
 
-impl Trainer<'_> {
+impl<T: TaskConfig> Trainer<'_, T> {
     /// The same run (id and configuration), finished in another profile's folder of this experiment, if any (the
     /// first by profile name); with `keep_weights`, only one that kept its weights. A profile that extends another
     /// with more seeds or methods trains only what is new.
-    fn finished_elsewhere(&self, p: &Planned) -> Result<Option<RunDir>> {
+    fn finished_elsewhere(&self, p: &Planned<T>) -> Result<Option<RunDir>> {
         let experiment = self.opts.results.join("runs").join(&self.exp.file.name);
         let Ok(entries) = std::fs::read_dir(&experiment) else { return Ok(None) };
         let mut profiles: Vec<String> = entries
@@ -281,7 +289,12 @@ impl Trainer<'_> {
 }
 
 /// Each method's step time, measured interleaved on one batch ([`Task::time_steps`]).
-pub fn measure_timing(profile: &Profile, task: &dyn Task, device: DeviceChoice, rounds: usize) -> Result<Vec<Timing>> {
+pub fn measure_timing<T>(
+    profile: &Profile<T>,
+    task: &dyn Task,
+    device: DeviceChoice,
+    rounds: usize,
+) -> Result<Vec<Timing>> {
     if rounds == 0 {
         bail!("timing_rounds must be at least 1");
     }

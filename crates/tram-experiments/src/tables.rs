@@ -1,10 +1,9 @@
-//! The paper's tables, built with Polars from what the runs measured: `results/<experiment>-<profile>.csv` laid
-//! out like the paper's table with the paper's numbers beside ours, and `results/<experiment>-<profile>-long.csv`,
-//! one row per (run, set, metric), which `tram compare` and `tram check` read. Nothing here knows a task: every
-//! number comes from a run's [`Evaluation`]s and its [`Metric`].
+//! The paper's tables, built with Polars from what the runs measured: Table 2 (the variants: passes, step time,
+//! memory, outcome), Tables 3–5 (transfer: each method in-domain and on every zero-shot set), and their companions
+//! Table 13 (standard deviation over seeds) and Table 9 (correlations across methods). Nothing here knows a task:
+//! every number comes from a run's [`Evaluation`]s and its [`Metric`], every label from [`crate::paper`].
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::Result;
 use polars::prelude::*;
@@ -13,121 +12,13 @@ use tram_task::{Evaluation, Metric, Timing};
 
 use crate::atomic;
 use crate::experiment::method_id;
-use crate::runs::Summary;
+use crate::paper::{self, label, PaperTable};
 use crate::significance::{self, Comparison, Quantity};
-
-/// The label the paper prints for a method (the base optimizer by its name), with any hyperparameter the entry
-/// sets: `SAM`, `SAM (rho=0.1)`.
-pub fn label(method: &MethodConfig, base: &BaseConfig) -> String {
-    let name = match method.name {
-        MethodName::Base => match base {
-            BaseConfig::Sgd { .. } => "SGD",
-            BaseConfig::Adam { .. } => "Adam",
-            BaseConfig::AdamW { .. } => "AdamW",
-        },
-        n => n.paper_label(),
-    };
-    let id = method_id(method);
-    let rest = id.strip_prefix(method.name.as_str()).unwrap_or("").trim_start_matches('-');
-    if rest.is_empty() {
-        name.to_string()
-    } else {
-        let keys = toml::Value::try_from(method).ok();
-        let params: Vec<String> = keys
-            .as_ref()
-            .and_then(|v| v.as_table())
-            .map(|t| t.iter().filter(|(k, _)| k.as_str() != "name").map(|(k, v)| format!("{k}={v}")).collect())
-            .unwrap_or_default();
-        format!("{name} ({})", params.join(", ").replace('"', ""))
-    }
-}
-
-/// One row per (run, set, metric): each evaluation's value and loss, then the run-level numbers (empty set),
-/// including the first steps' losses and norms (the regression check's fingerprint).
-/// One row of the long CSV: run id, method id, seed, set, domain, metric, value.
-pub type LongRow = (String, String, u64, String, String, String, f64);
-
-pub fn long_frame(experiment: &str, profile: &str, summaries: &[Summary]) -> Result<DataFrame> {
-    let mut rows: Vec<LongRow> = vec![];
-    for s in summaries {
-        let mut push = |set: &str, domain: &str, metric: String, v: f64| {
-            rows.push((s.run_id.clone(), s.method_id.clone(), s.seed, set.to_string(), domain.to_string(), metric, v));
-        };
-        for e in &s.evaluations {
-            push(&e.key(), e.domain.as_str(), e.metric.as_str().into(), e.value);
-            push(&e.key(), e.domain.as_str(), "eval_loss".into(), e.loss);
-            push(&e.key(), e.domain.as_str(), "examples".into(), e.examples as f64);
-        }
-        if s.zero_shot().next().is_some() {
-            push("zs-avg", "zero-shot", s.metric.as_str().into(), s.zero_shot_mean());
-        }
-        push("", "", "train_loss".into(), s.final_train_loss);
-        push("", "", "last_step_loss".into(), s.last_step_loss);
-        for r in &s.early_steps {
-            let k = r.step;
-            push("", "", format!("step{k}_lr"), r.lr);
-            push("", "", format!("step{k}_loss"), r.loss);
-            push("", "", format!("step{k}_grad_norm"), r.grad_norm);
-            push("", "", format!("step{k}_descent_grad_norm"), r.descent_grad_norm);
-            for (name, v) in
-                [("perturbed_loss", r.perturbed_loss), ("divergence", r.divergence), ("eps_norm", r.eps_norm)]
-            {
-                if let Some(v) = v {
-                    push("", "", format!("step{k}_{name}"), v);
-                }
-            }
-        }
-        push("", "", "forward_passes_per_step".into(), s.forward_passes_per_step);
-        push("", "", "backward_passes_per_step".into(), s.backward_passes_per_step);
-        push("", "", "extra_memory_bytes".into(), s.extra_memory_bytes as f64);
-        push("", "", "skipped_steps".into(), s.skipped_steps as f64);
-        push("", "", "train_seconds".into(), s.train_seconds);
-    }
-    long_rows_frame(experiment, profile, &rows)
-}
-
-/// The long CSV's frame from its rows (shared by the sweeps' and the analyses' long CSVs).
-pub fn long_rows_frame(experiment: &str, profile: &str, rows: &[LongRow]) -> Result<DataFrame> {
-    let n = rows.len();
-    let col = |f: &dyn Fn(&LongRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
-    Ok(DataFrame::new(vec![
-        Column::new("experiment".into(), vec![experiment.to_string(); n]),
-        Column::new("profile".into(), vec![profile.to_string(); n]),
-        Column::new("run_id".into(), col(&|r| r.0.clone())),
-        Column::new("method".into(), col(&|r| r.1.clone())),
-        Column::new("seed".into(), rows.iter().map(|r| r.2).collect::<Vec<u64>>()),
-        Column::new("set".into(), col(&|r| r.3.clone())),
-        Column::new("domain".into(), col(&|r| r.4.clone())),
-        Column::new("metric".into(), col(&|r| r.5.clone())),
-        Column::new("value".into(), rows.iter().map(|r| r.6).collect::<Vec<f64>>()),
-    ])?)
-}
-
-/// A paper table's rows keyed by their first column, with its column names.
-pub struct PaperTable {
-    pub name: String,
-    pub columns: Vec<String>,
-    pub rows: BTreeMap<String, Vec<String>>,
-}
-
-pub fn paper_table(path: &Path) -> Result<PaperTable> {
-    let df = atomic::read_csv(path)?;
-    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
-    let cell = |n: &str, i: usize| match df.column(n).ok().and_then(|c| c.get(i).ok()) {
-        Some(AnyValue::String(s)) => s.to_string(),
-        Some(AnyValue::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    };
-    let rows =
-        (0..df.height()).map(|i| (cell(&names[0], i), names[1..].iter().map(|n| cell(n, i)).collect())).collect();
-    let name = path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    Ok(PaperTable { name, columns: names[1..].to_vec(), rows })
-}
+use crate::summary::Summary;
 
 /// The runs of one method entry, in the order they were given.
 fn runs_of<'a>(summaries: &'a [Summary], method: &MethodConfig) -> Vec<&'a Summary> {
-    let id = method_id(method);
-    summaries.iter().filter(|s| s.method_id == id).collect()
+    crate::summary::runs_of(summaries, &method_id(method))
 }
 
 /// Table 2: the methods with their trust-region measurement, ε rule and domain, passes as measured beside the
@@ -265,7 +156,7 @@ pub fn transfer(
         header.push(significance::verdict_header(Quantity::ZsAvg, comparisons));
     }
     for p in paper {
-        header.extend(p.columns.iter().map(|c| format!("paper {}: {c}", p.name)));
+        header.extend(p.headers());
     }
     let mut rows: Vec<Vec<String>> = vec![];
     if let Some(evals) = pretrained {
@@ -283,14 +174,11 @@ pub fn transfer(
         if significance_column {
             row.push(String::new());
         }
-        row.extend(paper.iter().flat_map(|p| {
-            // The paper's own pre-trained row is the first one that is not a method (GPT-2, GPT2-XL).
-            p.rows
+        row.extend(
+            paper
                 .iter()
-                .find(|(k, _)| k.starts_with("GPT"))
-                .map(|(_, r)| r.clone())
-                .unwrap_or_else(|| vec![String::new(); p.columns.len()])
-        }));
+                .flat_map(|p| p.pretrained_row().cloned().unwrap_or_else(|| vec![String::new(); p.columns.len()])),
+        );
         rows.push(row);
     }
     for m in methods {
@@ -315,18 +203,10 @@ pub fn transfer(
         if significance_column {
             row.push(significance::verdict(&id, Quantity::ZsAvg, comparisons));
         }
-        row.extend(paper_cells(paper, &lab));
+        row.extend(paper::cells(paper, &lab));
         rows.push(row);
     }
     text_frame(&header, &rows)
-}
-
-/// The paper's cells of the row labelled `lab` in each of `paper`'s tables (empty where a table has no such row).
-pub fn paper_cells(paper: &[PaperTable], lab: &str) -> Vec<String> {
-    paper
-        .iter()
-        .flat_map(|p| p.rows.get(lab).cloned().unwrap_or_else(|| vec![String::new(); p.columns.len()]))
-        .collect()
 }
 
 /// A table of text cells: one column per header, `rows` in order.
@@ -398,78 +278,13 @@ pub fn correlations(methods: &[MethodConfig], summaries: &[Summary]) -> Result<D
     ])?)
 }
 
-/// A compact copy of a table for the terminal: the given columns (those that exist), floats to 3 significant
-/// digits.
-pub fn printable(df: &DataFrame, columns: &[&str]) -> Result<DataFrame> {
-    let mut out = Vec::new();
-    for name in columns {
-        let Ok(c) = df.column(name) else { continue };
-        let col = match c.dtype() {
-            DataType::Float64 => {
-                let v: Vec<Option<String>> = c.f64()?.into_iter().map(|x| x.map(fmt3)).collect();
-                Column::new((*name).into(), v)
-            }
-            _ => c.clone(),
-        };
-        out.push(col);
-    }
-    Ok(DataFrame::new(out)?)
-}
-
-fn fmt3(x: f64) -> String {
-    if !x.is_finite() {
-        return x.to_string();
-    }
-    let a = x.abs();
-    if a >= 100.0 {
-        format!("{x:.0}")
-    } else if a >= 10.0 {
-        format!("{x:.1}")
-    } else if a >= 1.0 {
-        format!("{x:.2}")
-    } else {
-        format!("{x:.3}")
-    }
-}
-
-/// The columns of the variants table printed on the terminal (the CSV has them all).
-pub fn variants_print(metric: Metric) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "variant",
-        "trust_region_measurement",
-        "eps",
-        "passes_measured",
-        "passes_paper",
-        "passes_match",
-        "step_ms_median",
-        "ratio_to_base",
-        "ratio_to_sam",
-        "extra_memory_x_params",
-    ]
-    .map(String::from)
-    .to_vec();
-    v.push(format!("in_domain_{metric}"));
-    v.push(format!("zs_mean_{metric}"));
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tram_core::StepReport;
-    use tram_task::{Domain, Split};
+    use tram_task::Domain;
 
     fn eval(set: &str, domain: Domain, metric: Metric, value: f64) -> Evaluation {
-        Evaluation {
-            set: set.into(),
-            domain,
-            split: Split::Test,
-            metric,
-            value,
-            loss: 1.0,
-            examples: 10,
-            per_example: vec![],
-        }
+        Summary::eval(set, domain, metric, value)
     }
 
     #[test]
@@ -491,47 +306,12 @@ mod tests {
     }
 
     fn summary(method: &str, seed: u64, metric: Metric, values: [f64; 3]) -> Summary {
-        let m: MethodConfig = toml::from_str(&format!("name = \"{method}\"")).unwrap();
-        let report = StepReport {
-            step: 0,
-            lr: 0.1,
-            loss: 2.0,
-            perturbed_loss: Some(2.1),
-            divergence: None,
-            radius: Some(0.05),
-            eps_norm: Some(0.05),
-            grad_norm: 1.0,
-            descent_grad_norm: 1.1,
-            forward_passes: 2,
-            backward_passes: 2,
-            micro_batches: 1,
-            skipped: false,
-        };
-        Summary {
-            run_id: format!("{method}-s{seed}"),
-            method_id: method.into(),
-            method: m,
-            seed,
-            config_hash: "h".into(),
-            device: "Cpu".into(),
-            metric,
-            steps: 1,
-            skipped_steps: 0,
-            selected_epoch: 1,
-            final_train_loss: 1.0,
-            early_steps: vec![report],
-            last_step_loss: 1.0,
-            evaluations: vec![
-                eval("news", Domain::InDomain, metric, values[0]),
-                eval("fiction", Domain::ZeroShot, metric, values[1]),
-                eval("humor", Domain::ZeroShot, metric, values[2]),
-            ],
-            forward_passes_per_step: 2.0,
-            backward_passes_per_step: 2.0,
-            param_bytes: 4,
-            extra_memory_bytes: 4,
-            train_seconds: 1.0,
-        }
+        let evals = vec![
+            eval("news", Domain::InDomain, metric, values[0]),
+            eval("fiction", Domain::ZeroShot, metric, values[1]),
+            eval("humor", Domain::ZeroShot, metric, values[2]),
+        ];
+        Summary::fixture(method, seed, metric, evals)
     }
 
     fn methods(names: &[&str]) -> Vec<MethodConfig> {
@@ -596,28 +376,5 @@ mod tests {
         assert_eq!(cell(&df, "news (in-domain)", 0), "70.00");
         assert_eq!(cell(&df, "ZS avg ↑", 0), "55.00");
         assert_eq!(cell(&df, "paper table5: ZS Avg ↑", 0), "73.7");
-    }
-
-    #[test]
-    fn labels_name_the_base_and_any_hyperparameter() {
-        let m = methods(&["base", "sam"]);
-        assert_eq!(label(&m[0], &BaseConfig::sgd()), "SGD");
-        let rho: MethodConfig = toml::from_str("name = \"sam\"\nrho = 0.1").unwrap();
-        assert_eq!(label(&rho, &BaseConfig::sgd()), "SAM (rho=0.1)");
-    }
-
-    #[test]
-    fn long_frame_has_sets_domains_and_the_fingerprint() {
-        let df = long_frame("t", "quick", &[summary("sam", 0, Metric::Accuracy, [0.7, 0.6, 0.5])]).unwrap();
-        let metric = |m: &str, set: &str| -> Option<f64> {
-            (0..df.height()).find_map(|i| {
-                (cell(&df, "metric", i) == m && cell(&df, "set", i) == set)
-                    .then(|| df.column("value").unwrap().f64().unwrap().get(i).unwrap())
-            })
-        };
-        assert_eq!(metric("accuracy", "fiction"), Some(0.6));
-        assert_eq!(metric("accuracy", "zs-avg"), Some(0.55));
-        assert_eq!(metric("step0_eps_norm", ""), Some(0.05));
-        assert_eq!(metric("step0_divergence", ""), None, "absent values are not rows");
     }
 }

@@ -15,7 +15,7 @@ use tram_core::{Model, StepDriver};
 use crate::device::DeviceChoice;
 use crate::error::{config_err, Result};
 use crate::result::RunResult;
-use crate::train::RunSettings;
+use crate::settings::RunSettings;
 
 /// Version of the loop state inside a checkpoint's metadata.
 const FORMAT: u32 = 1;

@@ -1,5 +1,8 @@
 //! One error type for the contract; task crates convert theirs into [`Error::Task`].
 
+/// The command that fetches the embedded assets into the cache (`tools/assets.sh <group>` fetches one group).
+pub const ASSETS_COMMAND: &str = "bash tools/assets.sh";
+
 /// What can go wrong in a task or the training loop.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -12,10 +15,10 @@ pub enum Error {
     /// A setting that cannot work (zero epochs, an unknown device, ...).
     #[error("{0}")]
     Config(String),
-    #[error("missing asset {what}: {path} does not exist; fetch it with `{command}` (run in the repository root)", command = crate::assets::ASSETS_COMMAND)]
+    #[error("missing asset {what}: {path} does not exist; fetch it with `{command}` (run in the repository root)", command = ASSETS_COMMAND)]
     MissingAsset { what: String, path: std::path::PathBuf },
-    /// A cached asset that is not what was fetched (see [`crate::assets::verify`]).
-    #[error("asset {path}: {message}; delete its folder and fetch it again with `{command}` (run in the repository root)", path = path.display(), command = crate::assets::ASSETS_COMMAND)]
+    /// A cached asset that is not what was fetched (see `kit::assets::verify`).
+    #[error("asset {path}: {message}; delete its folder and fetch it again with `{command}` (run in the repository root)", path = path.display(), command = ASSETS_COMMAND)]
     CorruptAsset { path: std::path::PathBuf, message: String },
     /// Weights that do not fit the model (names, shapes), from a file or another source.
     #[error("weights {origin}: {message}")]

@@ -10,24 +10,22 @@
 //! - [`train()`]: the one training loop over [`tram_core::StepDriver`] (per epoch: steps, then evaluation), with
 //!   [`Checkpoints`] from which a killed run resumes bit for bit;
 //! - [`time_interleaved`]: the one step-timing loop (every method once per round, medians);
-//! - [`DeviceChoice`], and [`hash_unit`] / [`SplitMix64`] for deterministic splits and shuffles;
-//! - [`assets`] (the offline cache), [`weights`] (named tensors into a var store) and [`activation`] (what a
-//!   `config.json`'s activation names), shared by the task crates;
-//! - [`analysis`]: the paper's ε-sharpness and linear CKA of a trained model (§4.3, Table 6).
+//! - [`DeviceChoice`], and [`hash_unit`] / [`SplitMix64`] for deterministic splits and shuffles.
+//!
+//! [`kit`] holds the tools the task crates share beside the contract: the offline asset cache, weights by name,
+//! parquet cells, atomic writes, what a `config.json`'s activation names, and the paper's ε-sharpness and CKA
+//! (Table 6).
 
-pub mod activation;
-pub mod analysis;
-pub mod assets;
 mod checkpoints;
 mod device;
 mod error;
+pub mod kit;
 mod metric;
-pub mod parquet;
 mod result;
 mod rng;
+mod settings;
 mod timing;
 mod train;
-pub mod weights;
 
 pub use checkpoints::{differences, Checkpoints};
 pub use device::DeviceChoice;
@@ -35,8 +33,9 @@ pub use error::{Error, Result};
 pub use metric::{Domain, Evaluation, Metric, Split};
 pub use result::{EpochEval, RunResult, Selection, Timing};
 pub use rng::{fnv1a, hash_unit, SplitMix64};
+pub use settings::RunSettings;
 pub use timing::time_interleaved;
-pub use train::{train, EpochBatches, RunContext, RunSettings, TrainData};
+pub use train::{train, EpochBatches, RunContext, TrainData};
 
 use std::path::Path;
 
@@ -85,7 +84,7 @@ pub trait Task {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisSettings {
     /// The ε-sharpness ascent: ε, learning rate, accumulation, and the update counts at which it is read.
-    pub sharpness: analysis::SharpnessConfig,
+    pub sharpness: kit::analysis::SharpnessConfig,
     /// Examples per micro-batch of the ascent (the paper: 32).
     pub batch_size: usize,
     pub device: DeviceChoice,
@@ -99,7 +98,7 @@ pub struct SetAnalysis {
     pub domain: Domain,
     pub examples: usize,
     /// ε-sharpness (Eq. 10) at each update count of the ascent.
-    pub sharpness: analysis::Sharpness,
+    pub sharpness: kit::analysis::Sharpness,
     /// Linear CKA (Eq. 12) between the pre-trained and the fine-tuned model's representations of the set.
     pub cka: f64,
 }

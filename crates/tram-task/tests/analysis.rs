@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 use tram_core::{InputNoise, Model};
-use tram_task::analysis::{epsilon_sharpness, linear_cka, SharpnessConfig, PAPER_EPSILON, PAPER_LR};
+use tram_task::kit::analysis::{epsilon_sharpness, linear_cka, SharpnessConfig, PAPER_EPSILON, PAPER_LR};
 use tram_task::SplitMix64;
 
 fn close(actual: f64, expected: f64, rel: f64) -> bool {

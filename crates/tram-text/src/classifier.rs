@@ -261,7 +261,7 @@ impl SequenceClassifier {
     /// safetensors under these names) over the current ones: pre-trained encoder + that file = the fine-tuned
     /// model. Every trainable variable must be in the file, and nothing else.
     pub fn load_trained(&self, file: &Path) -> Result<()> {
-        tram_task::weights::load_safetensors(&self.vs, file, &tram_task::weights::LoadRules::STRICT)?;
+        tram_task::kit::weights::load_safetensors(&self.vs, file, &tram_task::kit::weights::LoadRules::STRICT)?;
         Ok(())
     }
 }
@@ -316,8 +316,8 @@ pub fn load_weights(
     let skip: &[&str] = if head { &[] } else { &["classifier."] };
     for (vs, own) in stores.iter().zip(&names) {
         let own_keys = |k: &str| !own.contains(k);
-        let rules = tram_task::weights::LoadRules { skip_prefixes: skip, ignore_extra: &own_keys };
-        tram_task::weights::load_tensors(vs, origin, tensors, &rules)?;
+        let rules = tram_task::kit::weights::LoadRules { skip_prefixes: skip, ignore_extra: &own_keys };
+        tram_task::kit::weights::load_tensors(vs, origin, tensors, &rules)?;
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use tokenizers::normalizers::{Precompiled, Replace, Sequence};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, NormalizerWrapper, Tokenizer};
-use tram_task::activation::Activation;
+use tram_task::kit::activation::Activation;
 
 use crate::encoder::EncoderConfig;
 use crate::error::{io_err, Error, Result};
@@ -34,17 +34,17 @@ pub const ASSET_GROUP: &str = "xlingual";
 
 /// `assets/e5-small/e5-small-q4.bin` in the cache, or a missing-asset error naming the fetch command.
 pub fn default_model_path() -> Result<PathBuf> {
-    Ok(tram_task::assets::require(
+    Ok(tram_task::kit::assets::require(
         "multilingual-e5-small (E5S1, `bash tools/assets.sh xlingual`)",
-        tram_task::assets::assets_dir().join("e5-small/e5-small-q4.bin"),
+        tram_task::kit::assets::assets_dir().join("e5-small/e5-small-q4.bin"),
     )?)
 }
 
 /// `assets/e5-small/nmt_nfkc.charsmap` in the cache, or a missing-asset error naming the fetch command.
 pub fn default_charsmap_path() -> Result<PathBuf> {
-    Ok(tram_task::assets::require(
+    Ok(tram_task::kit::assets::require(
         "the nmt_nfkc charsmap (`bash tools/assets.sh xlingual`)",
-        tram_task::assets::assets_dir().join("e5-small/nmt_nfkc.charsmap"),
+        tram_task::kit::assets::assets_dir().join("e5-small/nmt_nfkc.charsmap"),
     )?)
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 use tram_core::InputNoise;
-use tram_task::activation::Activation;
+use tram_task::kit::activation::Activation;
 
 use crate::error::{io_err, Error, Result};
 use crate::layers::snapshot_weights_file;
@@ -347,7 +347,7 @@ pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Tensor {
 /// checkpoints) become `weight`/`bias`.
 pub fn read_snapshot_weights(dir: &Path, prefix: &str) -> Result<HashMap<String, Tensor>> {
     let file = snapshot_weights_file(dir)?;
-    let tensors = tram_task::weights::read_safetensors(&file)?;
+    let tensors = tram_task::kit::weights::read_safetensors(&file)?;
     let mut out = HashMap::with_capacity(tensors.len());
     for (key, t) in tensors {
         let base = key.strip_prefix("roberta.").or_else(|| key.strip_prefix("bert.")).unwrap_or(&key);

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use tram_core::InputNoise;
-use tram_task::activation::Activation;
+use tram_task::kit::activation::Activation;
 
 use crate::error::{Error, Result};
 use crate::layers::{read_config, snapshot_weights_file, Weights};
@@ -185,7 +185,7 @@ impl Gpt2 {
     pub fn from_snapshot(dir: &Path, device: Device) -> Result<Self> {
         let config = Gpt2Config::from_json(read_config(dir)?, &dir.join("config.json"))?;
         let file = snapshot_weights_file(dir)?;
-        let tensors = tram_task::weights::read_safetensors(&file)?;
+        let tensors = tram_task::kit::weights::read_safetensors(&file)?;
         Self::from_tensors(config, tensors, &file, device)
     }
 

@@ -1,6 +1,6 @@
 //! What the hand-written models (`gpt2.rs`, `llama.rs`, `encoder.rs`) share: a Hugging Face snapshot folder's
 //! `config.json` and `model.safetensors`, the linear layer, and weights addressed by Hugging Face name. The
-//! activation a `config.json` names is [`tram_task::activation::Activation`], shared with tram-vision.
+//! activation a `config.json` names is [`tram_task::kit::activation::Activation`], shared with tram-vision.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,7 +90,7 @@ pub(crate) fn read_config(dir: &Path) -> Result<serde_json::Value> {
 }
 
 /// `dir/model.safetensors`, or an error that says what the folder must hold. Read it with
-/// [`tram_task::weights::read_safetensors`].
+/// [`tram_task::kit::weights::read_safetensors`].
 pub fn snapshot_weights_file(dir: &Path) -> Result<PathBuf> {
     let file = dir.join("model.safetensors");
     if file.exists() {

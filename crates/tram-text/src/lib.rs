@@ -17,6 +17,7 @@ pub mod encoder;
 pub mod error;
 pub mod gguf;
 pub mod gpt2;
+pub mod inventory;
 pub mod layers;
 pub mod llama;
 pub mod lm;

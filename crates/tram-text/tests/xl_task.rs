@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use tram_core::{BaseConfig, DivergenceKind, LrSchedule, MethodConfig, MethodName, OptimizerConfig, StepReport};
-use tram_task::analysis::SharpnessConfig;
+use tram_task::kit::analysis::SharpnessConfig;
 use tram_task::{AnalysisSettings, Domain, RunContext, RunSettings, Selection, Split, Task};
 use tram_text::data::nli;
 use tram_text::xlingual::CrossLingualConfig;
@@ -213,7 +213,7 @@ fn own_folders_with_a_checksum_manifest_are_checked_before_loading() {
     let manifest = |config_sha: &str| {
         std::fs::write(dir.join("SHA256SUMS"), format!("{config_sha}  config.json\n")).unwrap();
     };
-    let good = tram_task::assets::sha256_file(&dir.join("config.json")).unwrap();
+    let good = tram_task::kit::assets::sha256_file(&dir.join("config.json")).unwrap();
     manifest(&good);
     let mut cfg = config("");
     with_model(&mut cfg);

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-pub use tram_task::assets::{assets_dir, require, ASSETS_COMMAND};
+pub use tram_task::kit::assets::{assets_dir, require, ASSETS_COMMAND};
 
 use crate::error::{Error, Result};
 

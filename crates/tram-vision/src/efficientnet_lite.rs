@@ -11,7 +11,7 @@ use std::path::Path;
 use tch::{nn, Tensor};
 
 use crate::error::Result;
-use tram_task::weights::{load_safetensors, LoadRules};
+use tram_task::kit::weights::{load_safetensors, LoadRules};
 
 /// Inputs are RGB scaled to [-1, 1]: (x / 255 − 0.5) / 0.5 per channel.
 pub const INPUT_MEAN: [f64; 3] = [0.5, 0.5, 0.5];

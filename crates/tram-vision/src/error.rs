@@ -51,7 +51,7 @@ pub fn corrupt_hint(e: Error) -> Error {
         other => return other,
     };
     let dir = path.parent().map_or_else(|| path.display().to_string(), |d| d.display().to_string());
-    let command = tram_task::assets::ASSETS_COMMAND;
+    let command = tram_task::kit::assets::ASSETS_COMMAND;
     let message = format!("{message}; the cached asset looks corrupt: delete {dir} and run `{command}`");
     Error::Data { path, message }
 }

@@ -143,7 +143,7 @@ impl TransferConfig {
     /// pre-trained weights and, for the embedded emoji, every image of every style (own downloads: the folders
     /// that have a `SHA256SUMS`).
     fn verify_assets(&self) -> Result<()> {
-        use tram_task::assets::{verify_file, verify_folder};
+        use tram_task::kit::assets::{verify_file, verify_folder};
         match &self.model {
             ModelSpec::EfficientNetLite0 { pretrained: false, .. } | ModelSpec::Vit { pretrained: false, .. } => {}
             ModelSpec::EfficientNetLite0 { weights: None, .. } => {

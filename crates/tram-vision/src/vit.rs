@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 use tch::{nn, Kind, Tensor};
-use tram_task::activation::Activation;
-use tram_task::weights::{load_safetensors, LoadRules};
+use tram_task::kit::activation::Activation;
+use tram_task::kit::weights::{load_safetensors, LoadRules};
 
 use crate::data::Normalization;
 use crate::error::{io_err, Error, Result};

@@ -223,7 +223,7 @@ fn a_weights_file_of_the_right_size_with_a_zeroed_block_is_refused_before_any_ru
     let dir = std::env::temp_dir().join(format!("tram-vision-zeroed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let weights = dir.join("efficientnet-lite0.safetensors");
-    let manifest = tram_task::assets::MANIFEST;
+    let manifest = tram_task::kit::assets::MANIFEST;
     std::fs::copy(cached.parent().unwrap().join(manifest), dir.join(manifest)).unwrap();
     let mut bytes = std::fs::read(&cached).unwrap();
     let middle = bytes.len() / 2;

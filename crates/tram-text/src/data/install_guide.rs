@@ -35,9 +35,9 @@ pub const FILES_PER_LANGUAGE: usize = 84;
 
 /// `assets/installation-guide` in the cache, or a missing-asset error naming the fetch command.
 pub fn default_dir() -> Result<PathBuf> {
-    Ok(tram_task::assets::require(
+    Ok(tram_task::kit::assets::require(
         "the Debian installation guide (`bash tools/assets.sh xlingual`)",
-        tram_task::assets::assets_dir().join("installation-guide"),
+        tram_task::kit::assets::assets_dir().join("installation-guide"),
     )?)
 }
 

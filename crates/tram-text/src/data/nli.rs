@@ -57,7 +57,7 @@ pub fn read(files: &[PathBuf]) -> Result<NliSplit> {
                     ("hypothesis", Field::Str(s)) => hypothesis = Some(s.clone()),
                     ("label", f) => {
                         label = Some(
-                            tram_task::parquet::integer(f)
+                            tram_task::kit::parquet::integer(f)
                                 .ok_or_else(|| err(format!("row {r}: column `label` is not an integer ({f})")))?,
                         )
                     }

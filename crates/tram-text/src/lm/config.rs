@@ -142,7 +142,7 @@ impl CausalLmConfig {
     /// Checks the files the runs will read against the checksums written when they were fetched, once per sweep:
     /// the cache's model and corpus always; one's own GGUF, snapshot or M2D2 folder when it has a `SHA256SUMS`.
     pub(super) fn verify_assets(&self) -> Result<()> {
-        use tram_task::assets::{verify_file, verify_folder};
+        use tram_task::kit::assets::{verify_file, verify_folder};
         match &self.model {
             ModelSource::Smollm2 => verify_file(&smollm2_gguf()?, true)?,
             ModelSource::Gguf(path) => verify_file(path, false)?,

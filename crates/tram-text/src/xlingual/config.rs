@@ -207,7 +207,7 @@ impl CrossLingualConfig {
     /// Checks the files the runs will read against the checksums written when they were fetched, once per sweep: the
     /// cache's encoder and guide always; one's own files and folders when they have a `SHA256SUMS`.
     pub(super) fn verify_assets(&self) -> Result<()> {
-        use tram_task::assets::{verify_file, verify_folder};
+        use tram_task::kit::assets::{verify_file, verify_folder};
         match &self.model {
             EncoderSpec::E5Small { file, charsmap } => {
                 match file {

@@ -407,15 +407,16 @@ impl Task for CrossLingualTask {
         let batches = prep.analysis_batches(&self.model, &self.validation_sets(), with.batch_size);
         let mut out = vec![];
         for (set, batches) in self.validation_sets().into_iter().zip(batches.iter()) {
-            let sharpness =
-                tram_task::analysis::epsilon_sharpness(&finetuned, batches, &with.sharpness).map_err(|e| match e {
+            let sharpness = tram_task::kit::analysis::epsilon_sharpness(&finetuned, batches, &with.sharpness).map_err(
+                |e| match e {
                     tram_task::Error::Config(m) => tram_task::Error::Config(format!("{} validation: {m}", set.name)),
                     other => other,
-                })?;
+                },
+            )?;
             let reps = |m: &SequenceClassifier| {
                 Tensor::cat(&batches.iter().map(|b| m.representation(b)).collect::<Vec<_>>(), 0)
             };
-            let cka = tram_task::analysis::linear_cka(&reps(&pretrained), &reps(&finetuned))?;
+            let cka = tram_task::kit::analysis::linear_cka(&reps(&pretrained), &reps(&finetuned))?;
             out.push(SetAnalysis {
                 set: set.name.clone(),
                 domain: set.domain,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tram_task::assets::{assets_dir, require};
+use tram_task::kit::assets::{assets_dir, require};
 
 use super::{Dataset, Rgb, Source, TransferData};
 use crate::error::{corrupt_hint, io_err, Error, Result};

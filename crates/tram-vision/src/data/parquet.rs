@@ -87,7 +87,7 @@ pub fn open(
                     );
                 } else if *col == columns.label {
                     label =
-                        Some(tram_task::parquet::integer(field).ok_or_else(|| {
+                        Some(tram_task::kit::parquet::integer(field).ok_or_else(|| {
                             err(format!("row {r}: column `{col}` is not an integer label ({field})"))
                         })?);
                 }

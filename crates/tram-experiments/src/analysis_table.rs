@@ -1,6 +1,7 @@
 //! Table 6 (arXiv 2310.03646 v2 §4.3, App. B.7–B.8): ε-sharpness and CKA of the fine-tuned models of another
 //! experiment's finished runs, measured without retraining (`table = "analysis"`). Each run's measurement is kept
-//! in its folder (`analysis-<profile>.json`), so an interrupted analysis resumes and a second one is free.
+//! in its folder (`analysis-<profile>.json`), so an interrupted analysis resumes and a second one is free; the
+//! report (`report::write_analysis`) writes the table, the long CSV and the ascent-length CSV.
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,13 +10,15 @@ use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use tram_stats::Alternative;
-use tram_task::analysis::SharpnessConfig;
-use tram_task::{AnalysisSettings, DeviceChoice, Domain, SetAnalysis};
+use tram_task::kit::analysis::SharpnessConfig;
+use tram_task::{AnalysisSettings, DeviceChoice, Domain, SetAnalysis, Task};
 
 use crate::atomic;
-use crate::experiment::{method_id, Experiment, Profile};
-use crate::sweep::{self, Shard, SweepOptions};
-use crate::tables::{self, label, PaperTable};
+use crate::experiment::{method_id, Experiment, Profile, TaskConfig};
+use crate::long_csv::{self, RunRows};
+use crate::paper::{self, label, PaperTable};
+use crate::summary::{runs_of, OfMethod};
+use crate::sweep::{self, Planned, Shard, SweepOptions};
 
 /// An analysis profile: whose runs, and how the ascent measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,20 +55,20 @@ pub struct Source {
 }
 
 fn epsilon() -> f64 {
-    tram_task::analysis::PAPER_EPSILON
+    tram_task::kit::analysis::PAPER_EPSILON
 }
 fn lr() -> f64 {
-    tram_task::analysis::PAPER_LR
+    tram_task::kit::analysis::PAPER_LR
 }
 fn batch_size() -> usize {
-    tram_task::analysis::PAPER_BATCH_SIZE
+    tram_task::kit::analysis::PAPER_BATCH_SIZE
 }
 fn accumulate() -> usize {
-    tram_task::analysis::PAPER_ACCUMULATE
+    tram_task::kit::analysis::PAPER_ACCUMULATE
 }
 
 impl AnalysisProfile {
-    fn settings(&self, device: DeviceChoice) -> AnalysisSettings {
+    pub fn settings(&self, device: DeviceChoice) -> AnalysisSettings {
         AnalysisSettings {
             sharpness: SharpnessConfig {
                 epsilon: self.epsilon,
@@ -88,80 +91,111 @@ struct Stored {
 }
 
 /// One analysed run.
-struct Analysed {
-    run_id: String,
-    method_id: String,
-    seed: u64,
-    sets: Vec<SetAnalysis>,
+pub struct Analysed {
+    pub run_id: String,
+    pub method_id: String,
+    pub seed: u64,
+    pub sets: Vec<SetAnalysis>,
 }
 
-/// `tram run` / `tram tables` on an analysis experiment: measures every finished run of the source sweep not
-/// measured yet, then writes `<name>-<profile>.csv` (the paper's layout, its numbers beside), `-long.csv` (every
-/// run, set and ascent length) and `-steps.csv` (each method's means at every ascent length, with ranks).
-pub fn run(
-    exp: &Experiment,
-    profile_name: &str,
-    overrides: &[String],
-    device: DeviceChoice,
-    results: &Path,
-    paper_dir: &Path,
-) -> Result<()> {
-    let profile: AnalysisProfile = exp.profile_as(profile_name, overrides)?;
-    if profile.sharpness_steps.is_empty() {
-        bail!("{}: `sharpness_steps` lists no ascent length", exp.path.display());
+impl OfMethod for Analysed {
+    fn method_id(&self) -> &str {
+        &self.method_id
     }
-    let source_path = exp.path.parent().unwrap_or(Path::new(".")).join(format!("{}.toml", profile.runs.experiment));
-    let source = Experiment::load(&source_path)?;
-    let sweep_profile = source.profile(&profile.runs.profile, &profile.runs.set)?;
-    let run_command = format!(
-        "tram run {} --profile {} --results {}",
-        source_path.display(),
-        profile.runs.profile,
-        results.display()
-    );
-    if !sweep_profile.keep_weights {
-        bail!(
-            "{} [profiles.{}] keeps no weights (`keep_weights = false`): set it to true and run `{run_command}`",
-            source_path.display(),
-            profile.runs.profile
-        );
-    }
-    let opts = SweepOptions {
-        results: results.to_path_buf(),
-        profile: profile.runs.profile.clone(),
-        device,
-        fresh: false,
-        shard: Shard::ALL,
-    };
-    let planned = sweep::plan(&source, &sweep_profile, &opts);
-    let outcome = sweep::collect(&planned)?;
-    if !outcome.missing.is_empty() {
-        for (id, why) in &outcome.missing {
-            println!("  {id}: {why}");
+}
+
+/// The analysed sweep, loaded: its experiment and profile, and its runs, every one finished.
+pub struct SourceSweep<T> {
+    pub experiment: Experiment,
+    pub profile: Profile<T>,
+    pub planned: Vec<Planned<T>>,
+}
+
+impl AnalysisProfile {
+    /// The profile `name` of the analysis experiment `exp`, with overrides, checked.
+    pub fn load(exp: &Experiment, name: &str, overrides: &[String]) -> Result<AnalysisProfile> {
+        let profile: AnalysisProfile = exp.profile_as(name, overrides)?;
+        if profile.sharpness_steps.is_empty() {
+            bail!("{}: `sharpness_steps` lists no ascent length", exp.path.display());
         }
-        bail!(
-            "{} of {} runs of {} (profile {}) are not finished; run `{run_command}` first",
-            outcome.missing.len(),
-            planned.len(),
-            source.file.name,
-            profile.runs.profile
-        );
+        Ok(profile)
     }
+
+    /// The sweep whose runs this profile analyses (`experiments/<experiment>.toml` beside `exp`), once every run
+    /// of it in `results` is finished with its weights kept; else an error with the command that finishes it.
+    /// `device` is where the runs' settings say they are analysed.
+    pub fn source<T: TaskConfig>(
+        &self,
+        exp: &Experiment,
+        results: &Path,
+        device: DeviceChoice,
+    ) -> Result<SourceSweep<T>> {
+        let source_path = exp.path.parent().unwrap_or(Path::new(".")).join(format!("{}.toml", self.runs.experiment));
+        let source = Experiment::load(&source_path)?;
+        let sweep_profile: Profile<T> = source.profile(&self.runs.profile, &self.runs.set)?;
+        let run_command = format!(
+            "tram run {} --profile {} --results {}",
+            source_path.display(),
+            self.runs.profile,
+            results.display()
+        );
+        if !sweep_profile.keep_weights {
+            bail!(
+                "{} [profiles.{}] keeps no weights (`keep_weights = false`): set it to true and run `{run_command}`",
+                source_path.display(),
+                self.runs.profile
+            );
+        }
+        let opts = SweepOptions {
+            results: results.to_path_buf(),
+            profile: self.runs.profile.clone(),
+            device,
+            fresh: false,
+            shard: Shard::ALL,
+        };
+        let planned = sweep::plan(&source, &sweep_profile, &opts);
+        let outcome = sweep::collect(&planned)?;
+        if !outcome.missing.is_empty() {
+            for (id, why) in &outcome.missing {
+                println!("  {id}: {why}");
+            }
+            bail!(
+                "{} of {} runs of {} (profile {}) are not finished; run `{run_command}` first",
+                outcome.missing.len(),
+                planned.len(),
+                source.file.name,
+                self.runs.profile
+            );
+        }
+        Ok(SourceSweep { experiment: source, profile: sweep_profile, planned })
+    }
+}
+
+/// Every run of `source` measured: read from its folder's `analysis-<name>.json` when it was measured with these
+/// settings, else analysed now (the task is loaded once, at the first run that needs it) and stored there.
+pub fn measure<T: TaskConfig>(
+    exp: &Experiment,
+    name: &str,
+    profile: &AnalysisProfile,
+    source: &SourceSweep<T>,
+    device: DeviceChoice,
+) -> Result<Vec<Analysed>> {
+    let planned = &source.planned;
     tracing::info!(
         "{}: {} ({} runs of {} profile {}; ε-sharpness read after {:?} ascent updates)",
         exp.file.name,
         exp.file.description,
         planned.len(),
-        source.file.name,
+        source.experiment.file.name,
         profile.runs.profile,
         profile.sharpness_steps
     );
     let settings = profile.settings(device);
-    let mut task = None;
+    let mut task: Option<Box<dyn Task>> = None;
     let mut analysed = vec![];
     let start = Instant::now();
-    for (i, (p, s)) in planned.iter().zip(&outcome.summaries).enumerate() {
-        let path = p.dir.dir.join(format!("analysis-{profile_name}.json"));
+    for (i, p) in planned.iter().enumerate() {
+        let path = p.dir.dir.join(format!("analysis-{name}.json"));
         let stored = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<Stored>(&t).ok());
         let sets = match stored {
             Some(st) if st.sharpness == settings.sharpness && st.batch_size == settings.batch_size => st.sets,
@@ -175,7 +209,7 @@ pub fn run(
                     );
                 }
                 if task.is_none() {
-                    let t = sweep_profile.task.build().context("loading the task")?;
+                    let t = source.profile.task.build().context("loading the task")?;
                     tracing::info!("task: {}", t.describe());
                     task = Some(t);
                 }
@@ -184,7 +218,7 @@ pub fn run(
                 let sets = t
                     .analyse(&p.config.run, &weights, &settings)
                     .with_context(|| format!("analysing run {}", p.id))?
-                    .with_context(|| format!("the {} task has no analysis", source.file.name))?;
+                    .with_context(|| format!("the {} task has no analysis", source.experiment.file.name))?;
                 atomic::write_json(
                     &path,
                     &Stored {
@@ -208,48 +242,30 @@ pub fn run(
                 sets
             }
         };
-        analysed.push(Analysed { run_id: s.run_id.clone(), method_id: s.method_id.clone(), seed: s.seed, sets });
+        let seed = p.config.run.seed();
+        analysed.push(Analysed { run_id: p.id.clone(), method_id: p.method_id.clone(), seed, sets });
     }
-    let stem = format!("{}-{profile_name}", exp.file.name);
-    let long_path = results.join(format!("{stem}-long.csv"));
-    atomic::write_csv(&long_path, &mut long_frame(&exp.file.name, profile_name, &analysed)?)?;
-    let steps_path = results.join(format!("{stem}-steps.csv"));
-    atomic::write_csv(&steps_path, &mut steps_frame(&sweep_profile, &analysed, &profile.sharpness_steps)?)?;
-    let paper: Vec<PaperTable> = exp
-        .file
-        .paper
-        .iter()
-        .filter_map(|f| tables::paper_table(&paper_dir.join(f)).map_err(|e| tracing::warn!("{f}: {e:#}")).ok())
-        .collect();
-    let mut table = table(&sweep_profile, &analysed, &paper)?;
-    let path = results.join(format!("{stem}.csv"));
-    atomic::write_csv(&path, &mut table)?;
-    let ours: Vec<&str> =
-        table.get_column_names().into_iter().map(|c| c.as_str()).filter(|c| !c.starts_with("paper ")).collect();
-    println!("{}", table.select(ours)?);
-    println!("wrote {}, {} and {}", path.display(), long_path.display(), steps_path.display());
-    Ok(())
+    Ok(analysed)
 }
 
-/// The tidy CSV in the runner's long layout (`tram compare`, `tram check` read it): per run and set, the loss,
-/// the CKA, the examples and the sharpness after each ascent length (`sharpness_<updates>`).
-fn long_frame(experiment: &str, profile: &str, analysed: &[Analysed]) -> Result<DataFrame> {
-    let mut rows: Vec<tables::LongRow> = vec![];
+/// The rows of the long CSV (`tram compare`, `tram check` read it): per run and set, the loss, the CKA, the
+/// examples and the sharpness after each ascent length (`sharpness_<updates>`).
+pub fn long_rows(experiment: &str, profile: &str, analysed: &[Analysed]) -> Vec<long_csv::Row> {
+    let mut rows = vec![];
     for a in analysed {
+        let mut run =
+            RunRows { experiment, profile, run_id: &a.run_id, method: &a.method_id, seed: a.seed, rows: &mut rows };
         for s in &a.sets {
-            let mut push = |metric: String, v: f64| {
-                let domain = s.domain.as_str().to_string();
-                rows.push((a.run_id.clone(), a.method_id.clone(), a.seed, s.set.clone(), domain, metric, v));
-            };
-            push("examples".into(), s.examples as f64);
-            push("loss".into(), s.sharpness.base_loss);
-            push("cka".into(), s.cka);
+            let domain = s.domain.as_str();
+            run.push(&s.set, domain, "examples", s.examples as f64);
+            run.push(&s.set, domain, "loss", s.sharpness.base_loss);
+            run.push(&s.set, domain, "cka", s.cka);
             for p in &s.sharpness.points {
-                push(format!("sharpness_{}", p.steps), p.sharpness);
+                run.push(&s.set, domain, format!("sharpness_{}", p.steps), p.sharpness);
             }
         }
     }
-    tables::long_rows_frame(experiment, profile, &rows)
+    rows
 }
 
 /// Per run: (in-domain value, zero-shot values in set order) of `f` on its sets.
@@ -271,10 +287,6 @@ fn method_means(runs: &[&Analysed], f: &dyn Fn(&SetAnalysis) -> f64) -> (f64, Ve
     (en, zs)
 }
 
-fn runs_of<'a>(analysed: &'a [Analysed], id: &str) -> Vec<&'a Analysed> {
-    analysed.iter().filter(|a| a.method_id == id).collect()
-}
-
 fn fmt(v: f64, digits: usize) -> String {
     if v.is_finite() {
         format!("{v:.digits$}")
@@ -286,7 +298,7 @@ fn fmt(v: f64, digits: usize) -> String {
 /// The paper's Table 6 layout: (a) ε-sharpness En, ZS avg ± std across languages, Pearson ρ between a run's En
 /// and ZS-avg sharpness across runs; (b) CKA En, ZS avg ± std across languages; each method's zero-shot
 /// sharpness and CKA against the base optimizer's, paired by seed (Wilcoxon, two-sided).
-fn table(profile: &Profile, analysed: &[Analysed], paper: &[PaperTable]) -> Result<DataFrame> {
+pub fn table<T>(profile: &Profile<T>, analysed: &[Analysed], paper: &[PaperTable]) -> Result<DataFrame> {
     let last =
         analysed.first().and_then(|a| a.sets.first()).map(|s| s.sharpness.last().steps).context("no analysed run")?;
     let sharp = sharpness_at(last);
@@ -309,7 +321,7 @@ fn table(profile: &Profile, analysed: &[Analysed], paper: &[PaperTable]) -> Resu
         header.push("ZS CKA vs Adam: Δ (Wilcoxon p)".into());
     }
     for p in paper {
-        header.extend(p.columns.iter().map(|c| format!("paper {}: {c}", p.name)));
+        header.extend(p.headers());
     }
     let zs_avg = |a: &Analysed, f: &dyn Fn(&SetAnalysis) -> f64| tram_stats::mean(&split_values(a, f).1);
     let versus_base = |runs: &[&Analysed], f: &dyn Fn(&SetAnalysis) -> f64| -> String {
@@ -355,15 +367,15 @@ fn table(profile: &Profile, analysed: &[Analysed], paper: &[PaperTable]) -> Resu
             row.push(versus_base(&runs, &sharp));
             row.push(versus_base(&runs, &cka));
         }
-        row.extend(tables::paper_cells(paper, &lab));
+        row.extend(paper::cells(paper, &lab));
         rows.push(row);
     }
-    tables::text_frame(&header, &rows)
+    crate::tables::text_frame(&header, &rows)
 }
 
 /// Each method's mean En and ZS-avg sharpness after every ascent length, with its rank among the methods (1 =
 /// smoothest): whether a longer ascent changes the ranking.
-fn steps_frame(profile: &Profile, analysed: &[Analysed], steps: &[usize]) -> Result<DataFrame> {
+pub fn ascent_frame<T>(profile: &Profile<T>, analysed: &[Analysed], steps: &[usize]) -> Result<DataFrame> {
     let (mut k, mut method, mut en, mut zs, mut rank_en, mut rank_zs) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for &n in steps {

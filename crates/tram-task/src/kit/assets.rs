@@ -6,10 +6,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub use crate::error::ASSETS_COMMAND;
 use crate::error::{Error, Result};
-
-/// The command that fetches the embedded assets into the cache.
-pub const ASSETS_COMMAND: &str = "bash tools/assets.sh";
 
 /// The cache folder (`TRAM_CACHE`, else `~/.cache/tram`).
 pub fn cache_dir() -> PathBuf {

@@ -6,26 +6,25 @@
 //! that differ — to overwrite a run (finished, or checkpointed) whose identity changed.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
-use tram_core::{MethodConfig, StepReport};
-use tram_task::{Checkpoints, Domain, Evaluation, Metric, RunResult, RunSettings, Split};
+use tram_task::{Checkpoints, RunResult, RunSettings};
 
-use crate::atomic;
-use crate::experiment::TaskSpec;
+use crate::atomic::{self, now_s};
+use crate::experiment::{TaskConfig, TaskSpec};
 use crate::lock::{self, Claim, Holder, RunLock};
+use crate::run_csv::{evals_frame, examples_frame, steps_frame};
+use crate::summary::Summary;
 
 /// Everything that defines one run, as written to `config.resolved.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunConfig {
+pub struct RunConfig<T = TaskSpec> {
     pub run: RunSettings,
-    pub task: TaskSpec,
+    pub task: T,
 }
 
-impl RunConfig {
+impl<T: TaskConfig> RunConfig<T> {
     /// What can change the run's result: everything but the device choice and the task's decoding threads.
     pub fn identity(&self) -> toml::Value {
         let mut run = self.run.clone();
@@ -40,65 +39,6 @@ impl RunConfig {
 }
 
 pub use tram_task::differences;
-
-/// What `summary.json` holds: a finished run's outcome.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary {
-    pub run_id: String,
-    /// The method entry's identity (`sam`, `sam-rho0.1`): runs of one entry differ by seed only.
-    pub method_id: String,
-    pub method: MethodConfig,
-    pub seed: u64,
-    pub config_hash: String,
-    pub device: String,
-    pub metric: Metric,
-    pub steps: u64,
-    pub skipped_steps: u64,
-    /// The epoch whose evaluations are reported (the last, or the best validation loss).
-    pub selected_epoch: usize,
-    /// Mean pass-1 loss of the last epoch.
-    pub final_train_loss: f64,
-    /// The first steps' reports: a fingerprint of the start of training that rounding barely touches.
-    pub early_steps: Vec<StepReport>,
-    pub last_step_loss: f64,
-    /// The reported epoch's evaluations (per-example values in `examples.csv`).
-    pub evaluations: Vec<Evaluation>,
-    pub forward_passes_per_step: f64,
-    pub backward_passes_per_step: f64,
-    pub param_bytes: usize,
-    pub extra_memory_bytes: usize,
-    pub train_seconds: f64,
-}
-
-/// How many first steps the summary keeps.
-pub const EARLY_STEPS: usize = 3;
-
-impl Summary {
-    /// The in-domain test evaluation.
-    pub fn in_domain(&self) -> Option<&Evaluation> {
-        self.evaluations.iter().find(|e| e.domain == Domain::InDomain && e.split == Split::Test)
-    }
-
-    /// The test evaluation of the set `set`.
-    pub fn test(&self, set: &str) -> Option<&Evaluation> {
-        self.evaluations.iter().find(|e| e.set == set && e.split == Split::Test)
-    }
-
-    /// The zero-shot test evaluations, in the task's order.
-    pub fn zero_shot(&self) -> impl Iterator<Item = &Evaluation> {
-        self.evaluations.iter().filter(|e| e.domain == Domain::ZeroShot && e.split == Split::Test)
-    }
-
-    /// The macro-average over the zero-shot sets (the paper's "ZS Avg."); NaN without any.
-    pub fn zero_shot_mean(&self) -> f64 {
-        let v: Vec<f64> = self.zero_shot().map(|e| e.value).collect();
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
-        }
-    }
-}
 
 #[derive(Debug, Serialize)]
 struct Meta<'a> {
@@ -136,10 +76,6 @@ pub struct Attempt {
     /// When it wrote the run's results (none: it stopped before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_unix_s: Option<u64>,
-}
-
-pub fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 pub struct RunDir {
@@ -195,26 +131,26 @@ impl RunDir {
     }
 
     /// The identity of the configuration the folder was started with, if it says.
-    fn started_identity(&self) -> Option<toml::Value> {
+    fn started_identity<T: TaskConfig>(&self) -> Option<toml::Value> {
         std::fs::read_to_string(self.dir.join("config.resolved.toml"))
             .ok()
-            .and_then(|t| toml::from_str::<RunConfig>(&t).ok())
+            .and_then(|t| toml::from_str::<RunConfig<T>>(&t).ok())
             .map(|c| c.identity())
     }
 
-    fn changed_keys(&self, config: &RunConfig, old_hash: &str) -> String {
-        match self.started_identity() {
+    fn changed_keys<T: TaskConfig>(&self, config: &RunConfig<T>, old_hash: &str) -> String {
+        match self.started_identity::<T>() {
             Some(old) => differences(&old, &config.identity(), 8).join("; "),
             None => format!("identity {old_hash} vs {}", config.hash()),
         }
     }
 
     /// What the folder holds for `config`.
-    pub fn status(&self, config: &RunConfig) -> Result<Status> {
+    pub fn status<T: TaskConfig>(&self, config: &RunConfig<T>) -> Result<Status> {
         let summary_path = self.dir.join("summary.json");
         if !summary_path.exists() {
             let checkpointed = self.checkpoints(0).latest()?.is_some();
-            if let Some(old) = self.started_identity().filter(|_| checkpointed) {
+            if let Some(old) = self.started_identity::<T>().filter(|_| checkpointed) {
                 if old != config.identity() {
                     let keys = differences(&old, &config.identity(), 8).join("; ");
                     return Ok(Status::Changed { finished: false, keys });
@@ -271,7 +207,7 @@ impl RunDir {
     /// Whether the run is finished with `config`'s identity. With `fresh`, a run of another identity (finished
     /// or checkpointed), or one whose summary does not read, is moved aside (kept as `<run-id>.old-<time>`) and
     /// redone; without, it is an error that says so.
-    pub fn state(&self, config: &RunConfig, fresh: bool) -> Result<RunState> {
+    pub fn state<T: TaskConfig>(&self, config: &RunConfig<T>, fresh: bool) -> Result<RunState> {
         match self.status(config)? {
             Status::Finished(_) => Ok(RunState::Done),
             Status::Unfinished => Ok(RunState::Todo),
@@ -329,13 +265,18 @@ impl RunDir {
 
     /// Prepares a claimed run for training: removes what killed writers left (`.<name>.tmp-<pid>`,
     /// `.<name>.old-<pid>`), records the configuration and this attempt.
-    pub fn begin(&self, config: &RunConfig, holder: &Holder, resumed_from_step: Option<u64>) -> Result<()> {
+    pub fn begin<T: TaskConfig>(
+        &self,
+        config: &RunConfig<T>,
+        holder: &Holder,
+        resumed_from_step: Option<u64>,
+    ) -> Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         for folder in [self.dir.clone(), self.dir.join(CHECKPOINT)] {
             let Ok(entries) = std::fs::read_dir(&folder) else { continue };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') && (name.contains(".tmp-") || name.contains(".old-")) {
+                if atomic::is_debris(&name) || (name.starts_with('.') && name.contains(".old-")) {
                     let path = entry.path();
                     let removed =
                         if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
@@ -367,17 +308,15 @@ impl RunDir {
     }
 
     /// Writes everything about a finished run; `summary.json` last.
-    pub fn write(
+    pub fn write<T: TaskConfig>(
         &self,
         ctx: &WriteContext,
-        config: &RunConfig,
+        config: &RunConfig<T>,
         method_id: &str,
         result: &RunResult,
     ) -> Result<Summary> {
+        let summary = Summary::from_result(&self.run_id, method_id, &config.run, config.hash(), result)?;
         let selected = result.selected_epoch().context("the run evaluated no epoch")?;
-        if selected.evals.is_empty() {
-            bail!("run {}: the task returned no evaluation", self.run_id);
-        }
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         atomic::write_bytes(&self.dir.join("config.resolved.toml"), toml::to_string(config)?.as_bytes())?;
         let meta = Meta {
@@ -402,37 +341,6 @@ impl RunDir {
         atomic::write_csv(&self.dir.join("steps.csv"), &mut steps_frame(&result.steps)?)?;
         atomic::write_csv(&self.dir.join("evals.csv"), &mut evals_frame(result)?)?;
         atomic::write_csv(&self.dir.join("examples.csv"), &mut examples_frame(&selected.evals)?)?;
-
-        let last = result.epochs.last().context("the run evaluated no epoch")?;
-        let done: Vec<&StepReport> = result.steps.iter().filter(|s| !s.skipped).collect();
-        let per = |f: &dyn Fn(&StepReport) -> f64| {
-            if done.is_empty() {
-                f64::NAN
-            } else {
-                done.iter().map(|s| f(s)).sum::<f64>() / done.len() as f64
-            }
-        };
-        let summary = Summary {
-            run_id: self.run_id.clone(),
-            method_id: method_id.to_string(),
-            method: config.run.optimizer.method.clone(),
-            seed: config.run.seed(),
-            config_hash: config.hash(),
-            device: result.device.clone(),
-            metric: selected.evals[0].metric,
-            steps: result.steps.len() as u64,
-            skipped_steps: (result.steps.len() - done.len()) as u64,
-            selected_epoch: selected.epoch,
-            final_train_loss: last.train_loss,
-            early_steps: result.steps.iter().take(EARLY_STEPS).cloned().collect(),
-            last_step_loss: result.steps.last().map_or(f64::NAN, |s| s.loss),
-            evaluations: selected.evals.iter().map(|e| Evaluation { per_example: vec![], ..e.clone() }).collect(),
-            forward_passes_per_step: per(&|s| s.forward_passes as f64 / s.micro_batches as f64),
-            backward_passes_per_step: per(&|s| s.backward_passes as f64 / s.micro_batches as f64),
-            param_bytes: result.param_bytes,
-            extra_memory_bytes: result.extra_memory_bytes,
-            train_seconds: result.epochs.iter().map(|e| e.train_seconds).sum(),
-        };
         let mut attempts = self.attempts()?;
         if let Some(mine) = attempts.iter_mut().rev().find(|a| a.pid == meta.pid && a.host == meta.host) {
             mine.finished_unix_s = Some(meta.end_unix_s);
@@ -452,69 +360,10 @@ pub struct WriteContext<'a> {
     pub start_s: u64,
 }
 
-/// One row per step.
-pub fn steps_frame(steps: &[StepReport]) -> Result<DataFrame> {
-    let col_f = |name: &str, f: &dyn Fn(&StepReport) -> Option<f64>| {
-        Column::new(name.into(), steps.iter().map(f).collect::<Vec<Option<f64>>>())
-    };
-    let col_u = |name: &str, f: &dyn Fn(&StepReport) -> u64| {
-        Column::new(name.into(), steps.iter().map(f).collect::<Vec<u64>>())
-    };
-    Ok(DataFrame::new(vec![
-        col_u("step", &|r| r.step),
-        col_f("lr", &|r| Some(r.lr)),
-        col_f("loss", &|r| Some(r.loss)),
-        col_f("perturbed_loss", &|r| r.perturbed_loss),
-        col_f("divergence", &|r| r.divergence),
-        col_f("radius", &|r| r.radius),
-        col_f("eps_norm", &|r| r.eps_norm),
-        col_f("grad_norm", &|r| Some(r.grad_norm)),
-        col_f("descent_grad_norm", &|r| Some(r.descent_grad_norm)),
-        col_u("forward_passes", &|r| r.forward_passes as u64),
-        col_u("backward_passes", &|r| r.backward_passes as u64),
-        Column::new("skipped".into(), steps.iter().map(|r| r.skipped).collect::<Vec<bool>>()),
-    ])?)
-}
-
-/// One row per (epoch, evaluation set).
-pub fn evals_frame(result: &RunResult) -> Result<DataFrame> {
-    let rows: Vec<(u64, u64, &Evaluation)> =
-        result.epochs.iter().flat_map(|e| e.evals.iter().map(move |v| (e.epoch as u64, e.steps, v))).collect();
-    let s = |f: &dyn Fn(&Evaluation) -> String| rows.iter().map(|r| f(r.2)).collect::<Vec<String>>();
-    Ok(DataFrame::new(vec![
-        Column::new("epoch".into(), rows.iter().map(|r| r.0).collect::<Vec<u64>>()),
-        Column::new("steps".into(), rows.iter().map(|r| r.1).collect::<Vec<u64>>()),
-        Column::new("set".into(), s(&|e| e.set.clone())),
-        Column::new("domain".into(), s(&|e| e.domain.as_str().into())),
-        Column::new("split".into(), s(&|e| e.split.as_str().into())),
-        Column::new("metric".into(), s(&|e| e.metric.as_str().into())),
-        Column::new("value".into(), rows.iter().map(|r| r.2.value).collect::<Vec<f64>>()),
-        Column::new("loss".into(), rows.iter().map(|r| r.2.loss).collect::<Vec<f64>>()),
-        Column::new("examples".into(), rows.iter().map(|r| r.2.examples as u64).collect::<Vec<u64>>()),
-    ])?)
-}
-
-/// One row per example of the reported evaluations: what the significance tests read.
-pub fn examples_frame(evals: &[Evaluation]) -> Result<DataFrame> {
-    let (mut set, mut index, mut value) = (vec![], vec![], vec![]);
-    for e in evals {
-        for (i, v) in e.per_example.iter().enumerate() {
-            set.push(e.key());
-            index.push(i as u64);
-            value.push(*v);
-        }
-    }
-    Ok(DataFrame::new(vec![
-        Column::new("set".into(), set),
-        Column::new("index".into(), index),
-        Column::new("value".into(), value),
-    ])?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tram_core::{BaseConfig, LrSchedule, MethodName, OptimizerConfig};
+    use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
 
     fn config(epochs: usize, workers: usize) -> RunConfig {
         let opt =
@@ -525,27 +374,7 @@ mod tests {
     }
 
     fn summary(hash: &str) -> Summary {
-        Summary {
-            run_id: "sam-s0".into(),
-            method_id: "sam".into(),
-            method: MethodConfig::new(MethodName::Sam),
-            seed: 0,
-            config_hash: hash.into(),
-            device: "Cpu".into(),
-            metric: Metric::Accuracy,
-            steps: 1,
-            skipped_steps: 0,
-            selected_epoch: 1,
-            final_train_loss: 1.0,
-            early_steps: vec![],
-            last_step_loss: 1.0,
-            evaluations: vec![],
-            forward_passes_per_step: 2.0,
-            backward_passes_per_step: 2.0,
-            param_bytes: 4,
-            extra_memory_bytes: 4,
-            train_seconds: 1.0,
-        }
+        Summary { config_hash: hash.into(), ..Summary::fixture("sam", 0, tram_task::Metric::Accuracy, vec![]) }
     }
 
     #[test]
