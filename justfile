@@ -97,6 +97,16 @@ test-slurm: setup assets
     cargo build -p tram-experiments
     TRAM="${CARGO_TARGET_DIR:-target}/debug/tram" bash tools/test-slurm.sh
 
+# Where `just rehearse` writes (override: `just rehearse_dir=/data/r rehearse`, or TRAM_REHEARSE).
+rehearse_dir := env_var_or_default("TRAM_REHEARSE", cache / "rehearse")
+
+# Stand-ins for the paper profiles' downloads (tools/rehearse/README.md): random GPT-2 base and XL, XLM-R base and
+# ViT-B/16 with the Hub's configurations and files, random M2D2, MultiNLI, XNLI and image data in the Hub's layouts
+# (8.5 GB, 6.4 of them GPT-2 XL); folders already written are skipped. `just rehearse gpt2 m2d2`: only those.
+rehearse *NAMES: setup
+    python -c "import tokenizers, transformers, pyarrow, PIL" 2>/dev/null || pip install --quiet --disable-pip-version-check transformers==5.24.0 tokenizers==0.23.3 pyarrow==26.0.1 pillow==13.0.0
+    python tools/rehearse/paper_shapes.py --out "{{rehearse_dir}}" {{NAMES}}
+
 # Per-method step time and optimizer overhead (criterion).
 bench: setup
     cargo bench -p tram-task --bench step
