@@ -47,7 +47,7 @@ pub use divergence::{Divergence, DivergenceKind, Reduction};
 pub use error::{Error, Result};
 pub use method::{Description, Method, MethodConfig, MethodInfo, MethodName, Role, Target, TargetMode, TrustRegion};
 pub use model::Model;
-pub use noise::{InputNoise, NoiseKind, NoiseSpec};
+pub use noise::{masked_rms, rms, InputNoise, NoiseKind, NoiseSpec};
 pub use precision::Precision;
 pub use report::{StepReport, StepTiming};
 pub use schedule::{Decay, LrSchedule};

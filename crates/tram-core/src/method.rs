@@ -594,6 +594,15 @@ fn noise_slots(noise: &mut NoiseSpec) -> [(&'static str, Slot<'_>); 2] {
 
 impl Method {
     /// The input noises of the method (TRAM-x's and R3F's target, TRAM-Fisher's pass 1).
+    pub fn noise_specs(&self) -> Vec<&NoiseSpec> {
+        let target = match &self.trust_region {
+            Some(TrustRegion { target: Target::InputNoise(spec), .. }) => Some(spec),
+            _ => None,
+        };
+        target.into_iter().chain(self.ascent_noise.as_ref()).collect()
+    }
+
+    /// [`Method::noise_specs`], to change.
     pub fn noise_specs_mut(&mut self) -> Vec<&mut NoiseSpec> {
         let target = match &mut self.trust_region {
             Some(TrustRegion { target: Target::InputNoise(spec), .. }) => Some(spec),

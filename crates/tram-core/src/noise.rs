@@ -43,6 +43,22 @@ impl NoiseSpec {
     }
 }
 
+/// Root mean square of `t`'s entries, accumulated in float64: the scale [`crate::Model::noise_scale`] reports
+/// for a tensor noise is added to (e.g. a token-embedding table).
+pub fn rms(t: &Tensor) -> f64 {
+    tch::no_grad(|| t.square().mean(tch::Kind::Double).sqrt().double_value(&[]))
+}
+
+/// Root mean square of the rows of `t` `[N, T, H]` whose `mask` `[N, T]` is non-zero (padding left out).
+pub fn masked_rms(t: &Tensor, mask: &Tensor) -> f64 {
+    tch::no_grad(|| {
+        let m = mask.to_kind(tch::Kind::Double).unsqueeze(-1);
+        let sum = (t.to_kind(tch::Kind::Double).square() * &m).sum(tch::Kind::Double);
+        let count = m.sum(tch::Kind::Double) * t.size().last().copied().unwrap_or(1) as f64;
+        (sum / count).sqrt().double_value(&[])
+    })
+}
+
 /// One draw of input noise, as the step driver hands it to [`crate::Model::forward`].
 ///
 /// The draw is seeded: `apply` seeds torch's generator with `seed`, samples z, then reseeds it with
@@ -66,5 +82,21 @@ impl InputNoise {
         };
         tch::manual_seed(self.resume_seed);
         x + z
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_and_masked_rms_match_closed_forms() {
+        // Entries 3 and 4: mean square 12.5.
+        let t = Tensor::from_slice(&[3.0f32, -4.0, 4.0, 3.0]).reshape([2, 2]);
+        assert!((rms(&t) - 12.5f64.sqrt()).abs() < 1e-12);
+        // [N=1, T=3, H=2]: the padded row (100s) is left out, the others have mean square (1+1+4+4)/4 = 2.5.
+        let h = Tensor::from_slice(&[1.0f32, -1.0, 2.0, 2.0, 100.0, 100.0]).reshape([1, 3, 2]);
+        let mask = Tensor::from_slice(&[1i64, 1, 0]).reshape([1, 3]);
+        assert!((masked_rms(&h, &mask) - 2.5f64.sqrt()).abs() < 1e-12);
     }
 }

@@ -90,6 +90,9 @@ pub fn summary_rows(experiment: &str, profile: &str, summaries: &[Summary]) -> V
         run.push("", "", "forward_passes_per_step", s.forward_passes_per_step);
         run.push("", "", "backward_passes_per_step", s.backward_passes_per_step);
         run.push("", "", "extra_memory_bytes", s.extra_memory_bytes as f64);
+        if let Some(sigma) = s.noise_sigma {
+            run.push("", "", "noise_sigma", sigma);
+        }
         run.push("", "", "skipped_steps", s.skipped_steps as f64);
         run.push("", "", "train_seconds", s.train_seconds);
     }

@@ -39,7 +39,7 @@ pub const GRADIENT_TOLERANCE: f64 = 1e-2;
 fn class(metric: &str) -> Class {
     match metric {
         m if m.ends_with("seconds") => Class::Time,
-        m if m.ends_with("_lr") || m == "step0_loss" => Class::Fingerprint(FORWARD_TOLERANCE),
+        m if m.ends_with("_lr") || m == "step0_loss" || m == "noise_sigma" => Class::Fingerprint(FORWARD_TOLERANCE),
         "step0_grad_norm" | "step0_eps_norm" | "step0_perturbed_loss" | "step0_divergence" => {
             Class::Fingerprint(GRADIENT_TOLERANCE)
         }

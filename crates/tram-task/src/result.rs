@@ -51,6 +51,10 @@ pub struct RunResult {
     pub skipped_examples: Vec<String>,
     pub param_bytes: usize,
     pub extra_memory_bytes: usize,
+    /// σ of the method's (first) input noise as the steps applied it: a `sigma_relative` resolved against the
+    /// model's measured scale ([`tram_core::Model::noise_scale`]). `None` for methods without input noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_sigma: Option<f64>,
 }
 
 impl RunResult {

@@ -94,6 +94,7 @@ pub fn train<M: Model>(
                 skipped_examples: Vec::new(),
                 param_bytes: driver.param_bytes(),
                 extra_memory_bytes: driver.extra_memory_bytes(),
+                noise_sigma: driver.method().noise_specs().first().map(|s| s.sigma),
             };
             let mut at = LoopState::start(run, steps_per_epoch, result);
             if run.eval_before_training {

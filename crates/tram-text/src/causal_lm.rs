@@ -73,6 +73,14 @@ impl Decoder {
         }
     }
 
+    /// The token-embedding table, where the input noise goes with `noise_at = "embeddings"`.
+    pub fn token_embeddings(&self) -> &Tensor {
+        match self {
+            Decoder::Gpt2(m) => m.token_embeddings(),
+            Decoder::Llama(m) => m.token_embeddings(),
+        }
+    }
+
     /// The input of layer 0: token embeddings (+ noise on them) and, for GPT-2, positions and dropout.
     pub fn embed(&self, ids: &Tensor, noise: Option<&InputNoise>, train: bool) -> Tensor {
         match self {
@@ -302,6 +310,8 @@ pub struct CausalLm {
     /// First trained layer: layers below it are frozen (0: everything trains).
     split: usize,
     noise_at: NoiseAt,
+    /// RMS of the cached prefix states, measured by the task, with `noise_at = "cached"`.
+    cached_rms: Option<f64>,
 }
 
 impl std::fmt::Debug for CausalLm {
@@ -343,7 +353,19 @@ impl CausalLm {
                 *slot = path.var_copy(leaf, slot);
             }
         }
-        Ok(Self { vs, decoder, split, noise_at })
+        Ok(Self { vs, decoder, split, noise_at, cached_rms: None })
+    }
+
+    /// The RMS of the frozen prefix's outputs (measured by the task on training blocks): the scale of what
+    /// `noise_at = "cached"` noises, for a relative σ.
+    pub fn with_cached_rms(mut self, rms: f64) -> Self {
+        self.cached_rms = Some(rms);
+        self
+    }
+
+    /// Whether the input noise goes on the cached prefix states rather than the token embeddings.
+    pub fn noises_cached(&self) -> bool {
+        self.split > 0 && self.noise_at == NoiseAt::Cached
     }
 
     pub fn decoder(&self) -> &Decoder {
@@ -409,5 +431,14 @@ impl Model for CausalLm {
 
     fn divergence_mask(&self, batch: &LmBatch) -> Option<Tensor> {
         Some(batch.target_mask())
+    }
+
+    /// The token-embedding table's RMS, or the cached states' with `noise_at = "cached"`.
+    fn noise_scale(&self) -> Option<f64> {
+        if self.noises_cached() {
+            self.cached_rms
+        } else {
+            Some(tram_core::rms(self.decoder.token_embeddings()))
+        }
     }
 }

@@ -135,6 +135,11 @@ impl FrozenPrefix {
         self.stack.layers.len()
     }
 
+    /// The word-embedding table the prefix starts from.
+    pub fn word_table(&self) -> &Tensor {
+        self.stack.embeddings.as_ref().expect("a prefix holds the embeddings").word_table()
+    }
+
     /// `[N, T, H]` hidden states after the prefix, eval mode, no gradient; `noise` on the word embeddings.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, noise: Option<&InputNoise>) -> Tensor {
         tch::no_grad(|| self.stack.forward(ids, mask, noise, false))
@@ -152,6 +157,8 @@ pub struct SequenceClassifier {
     pooling: Pooling,
     noise_at: NoiseAt,
     cached_noise_scale: f64,
+    /// RMS of the cached prefix outputs, measured by the task, with `noise_at = "cached"`.
+    cached_rms: Option<f64>,
     num_labels: i64,
 }
 
@@ -182,7 +189,18 @@ impl SequenceClassifier {
             first..config.num_hidden_layers,
             word_rows,
         );
-        Self { vs, config: config.clone(), prefix, top, head, pooling, noise_at, cached_noise_scale: 1.0, num_labels }
+        Self {
+            vs,
+            config: config.clone(),
+            prefix,
+            top,
+            head,
+            pooling,
+            noise_at,
+            cached_noise_scale: 1.0,
+            cached_rms: None,
+            num_labels,
+        }
     }
 
     /// Multiplies σ of noise put on the cached prefix output ([`NoiseAt::Cached`]), so that a method's σ, meant
@@ -190,6 +208,18 @@ impl SequenceClassifier {
     pub fn with_cached_noise_scale(mut self, scale: f64) -> Self {
         self.cached_noise_scale = scale;
         self
+    }
+
+    /// The RMS of the frozen prefix's outputs (measured by the task on training examples, padding left out): the
+    /// scale of what `noise_at = "cached"` noises, for a relative σ.
+    pub fn with_cached_rms(mut self, rms: f64) -> Self {
+        self.cached_rms = Some(rms);
+        self
+    }
+
+    /// Whether the input noise goes on the cached prefix outputs rather than the word embeddings.
+    pub fn noises_cached(&self) -> bool {
+        self.prefix.is_some() && self.noise_at == NoiseAt::Cached
     }
 
     pub fn config(&self) -> &EncoderConfig {
@@ -283,6 +313,22 @@ impl Model for SequenceClassifier {
 
     fn batch_size(&self, batch: &TextBatch) -> usize {
         batch.len()
+    }
+
+    /// In units of the σ this model is given: the word-embedding table's RMS, or with `noise_at = "cached"` the
+    /// cached outputs' RMS over `cached_noise_scale` (which multiplies σ there), so that a relative σ is relative
+    /// to the tensor the noise is added to in either place.
+    fn noise_scale(&self) -> Option<f64> {
+        match &self.prefix {
+            _ if self.noises_cached() => {
+                self.cached_rms.filter(|_| self.cached_noise_scale > 0.0).map(|r| r / self.cached_noise_scale)
+            }
+            Some(prefix) => Some(tram_core::rms(prefix.word_table())),
+            None => {
+                let emb = self.top.embeddings.as_ref().expect("a model without a prefix has its embeddings");
+                Some(tram_core::rms(emb.word_table()))
+            }
+        }
     }
 }
 

@@ -199,6 +199,11 @@ impl Embeddings {
         self.norm.forward(&x).dropout(self.dropout, train)
     }
 
+    /// The word-embedding table `[rows, H]`: what the input noise is added to, row by row.
+    pub fn word_table(&self) -> &Tensor {
+        &self.word.ws
+    }
+
     /// Rows of the word table (the vocabulary it holds).
     pub fn word_rows(&self) -> i64 {
         self.word.ws.size()[0]

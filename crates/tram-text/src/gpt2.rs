@@ -216,6 +216,11 @@ impl Gpt2 {
         self.blocks.len()
     }
 
+    /// The token-embedding table `wte` `[vocab, H]`, where the input noise goes.
+    pub fn token_embeddings(&self) -> &Tensor {
+        &self.wte
+    }
+
     /// Token embeddings (+ the input noise of TRAM-x / R3F / TRAM-Fisher on them, where the released code puts
     /// it: the output of `transformer.wte`), plus position embeddings, then embedding dropout.
     pub fn embed(&self, ids: &Tensor, noise: Option<&InputNoise>, train: bool) -> Tensor {

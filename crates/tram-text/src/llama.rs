@@ -240,6 +240,11 @@ impl Llama {
         self.layers.len()
     }
 
+    /// The token-embedding table `embed_tokens` `[vocab, H]`, where the input noise goes.
+    pub fn token_embeddings(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
     /// Token embeddings, with the input noise of TRAM-x / R3F / TRAM-Fisher added to them (the released code's
     /// choice for text: noise on the word embeddings).
     pub fn embed(&self, ids: &Tensor, noise: Option<&InputNoise>) -> Tensor {

@@ -184,3 +184,40 @@ fn the_cached_prefix_evaluates_as_the_full_model_and_full_fine_tuning_runs() {
         .unwrap();
     assert_eq!(timings.iter().map(|t| (t.forward_passes, t.backward_passes)).collect::<Vec<_>>(), [(1, 1), (3, 2)]);
 }
+
+/// One epoch of one batch of TRAM-x with `method`'s σ: the σ the run applied and its step reports.
+fn tram_x_run(task: &tram_text::lm::CausalLmTask, method: MethodConfig) -> (Option<f64>, Vec<StepReport>) {
+    let mut run = settings(MethodName::TramX, 1);
+    run.optimizer.method = method;
+    run.max_train_batches = Some(1);
+    let mut reports: Vec<StepReport> = vec![];
+    let mut on_step = |r: &StepReport| reports.push(r.clone());
+    let result = task.run(&run, &mut RunContext::new(&mut on_step)).unwrap();
+    (result.noise_sigma, reports)
+}
+
+#[test]
+fn a_relative_sigma_is_a_multiple_of_the_noised_tensors_rms() {
+    let _rng = serial();
+    let relative = MethodConfig { sigma_relative: Some(0.5), ..MethodConfig::new(MethodName::TramX) };
+    // On the token embeddings: σ = 0.5 · the RMS of the embedding table.
+    let task = tiny("{ top-layers = 1 }").build().unwrap();
+    let wte = task.model().decoder.token_embeddings();
+    let table_rms = f64::try_from(wte.to_kind(tch::Kind::Double).square().mean(tch::Kind::Double).sqrt()).unwrap();
+    let (sigma, _) = tram_x_run(&task, relative.clone());
+    assert!((sigma.unwrap() - 0.5 * table_rms).abs() < 1e-6 * table_rms, "{sigma:?} vs 0.5 × {table_rms}");
+    // An absolute σ is recorded as given.
+    let absolute = MethodConfig { sigma: Some(0.02), ..MethodConfig::new(MethodName::TramX) };
+    assert_eq!(tram_x_run(&task, absolute).0, Some(0.02));
+    assert_eq!(tram_x_run(&task, MethodConfig::new(MethodName::Base)).0, None, "no input noise, no σ");
+    // On the cached states: a scale of its own (the residual stream's), and the relative run is the absolute run
+    // at the σ it records.
+    let mut cached = tiny("{ top-layers = 1 }");
+    cached.noise_at = NoiseAt::Cached;
+    let task = cached.build().unwrap();
+    let (sigma, reports) = tram_x_run(&task, relative);
+    let sigma = sigma.unwrap();
+    assert!(sigma.is_finite() && sigma > 0.0 && (sigma - 0.5 * table_rms).abs() > 1e-3 * table_rms, "{sigma}");
+    let (again, same) = tram_x_run(&task, MethodConfig { sigma: Some(sigma), ..MethodConfig::new(MethodName::TramX) });
+    assert_eq!((again, same), (Some(sigma), reports));
+}

@@ -223,3 +223,31 @@ fn own_folders_with_a_checksum_manifest_are_checked_before_loading() {
     assert!(err.contains("config.json") && err.contains("the file changed"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_relative_sigma_is_a_multiple_of_the_noised_tensors_rms() {
+    use tram_core::Model;
+    let _rng = serial();
+    let rms = |t: &tch::Tensor| f64::try_from(t.to_kind(tch::Kind::Double).square().mean(tch::Kind::Double).sqrt());
+    // On the word embeddings: the (pruned) word table's RMS.
+    let task = config("trainable = { top-layers = 2 }").build().unwrap();
+    let model = task.model(0, tch::Device::Cpu).unwrap();
+    let table = rms(model.prefix().unwrap().word_table()).unwrap();
+    let scale = model.noise_scale().unwrap();
+    assert!((scale - table).abs() < 1e-6 * table, "{scale} vs {table}");
+    // On the cached states σ is multiplied by `cached_noise_scale`: the scale divides by it, so that the noise
+    // applied is σ_relative times the cached states' RMS whatever that factor.
+    let sigma = |factor: f64| {
+        let task =
+            config(&format!("trainable = {{ top-layers = 2 }}\nnoise_at = \"cached\"\ncached_noise_scale = {factor}"))
+                .build()
+                .unwrap();
+        let mut run = settings(MethodName::TramX, 0);
+        run.optimizer.method = MethodConfig { sigma_relative: Some(0.5), ..MethodConfig::new(MethodName::TramX) };
+        run.max_train_batches = Some(1);
+        let mut on_step = |_: &StepReport| {};
+        task.run(&run, &mut RunContext::new(&mut on_step)).unwrap().noise_sigma.unwrap()
+    };
+    let (one, two) = (sigma(1.0), sigma(2.0));
+    assert!((one - 2.0 * two).abs() < 1e-12 * one && (one - 0.5 * table).abs() > 1e-3 * table, "{one} {two}");
+}

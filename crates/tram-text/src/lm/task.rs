@@ -25,7 +25,12 @@ struct DeviceState {
     split: usize,
     /// Training blocks and evaluation blocks under one memory budget.
     cache: PrefixCache<Block>,
+    /// RMS of the prefix outputs of the first training blocks, measured when a run first needs it.
+    cached_rms: Option<f64>,
 }
+
+/// Training blocks whose prefix outputs give the RMS a relative σ on cached states is relative to.
+const CACHED_RMS_BLOCKS: usize = 8;
 
 /// A block whose frozen-prefix output the task caches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -137,10 +142,23 @@ impl CausalLmTask {
             let decoder = self.lm.decoder.share().to_device(device);
             let split = self.config.trainable.first_trained_layer(decoder.num_layers())?;
             let cache = PrefixCache::new(Some(self.config.prefix_cache_mb << 20));
-            *guard = Some(DeviceState { device, decoder, split, cache });
+            *guard = Some(DeviceState { device, decoder, split, cache, cached_rms: None });
         }
-        let state = guard.as_ref().expect("just set");
-        CausalLm::fork(&state.decoder, self.config.trainable, self.config.noise_at)
+        let state = guard.as_mut().expect("just set");
+        let model = CausalLm::fork(&state.decoder, self.config.trainable, self.config.noise_at)?;
+        if !model.noises_cached() {
+            return Ok(model);
+        }
+        if state.cached_rms.is_none() {
+            // The scale of what `noise_at = "cached"` noises, for a relative σ: the prefix outputs of the first
+            // training blocks (the same for every seed), which the runs cache anyway.
+            let n = self.train_blocks().min(CACHED_RMS_BLOCKS);
+            let l = self.config.block_len;
+            let blocks: Vec<&[u32]> = (0..n).map(|i| &self.train[i * l..(i + 1) * l]).collect();
+            let keys: Vec<Block> = (0..n).map(Block::Train).collect();
+            state.cached_rms = Some(tram_core::rms(&state.prefix(&keys, &blocks, self.lm.separator)));
+        }
+        Ok(model.with_cached_rms(state.cached_rms.expect("just measured")))
     }
 
     fn batch(&self, blocks: &[&[u32]], device: Device) -> LmBatch {

@@ -2,7 +2,7 @@
 //! `trainable = { top-layers = k }`), its outputs for the training examples as they are first batched, the
 //! evaluation batches with their prefix outputs, and Table 6's analysis batches.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
@@ -31,9 +31,14 @@ pub(super) struct Prepared {
     /// Table 6: every validation set's micro-batches with the prefix's outputs cached, for one batch size,
     /// computed when first analysed and shared by every run's analysis.
     analysis_batches: RefCell<Option<(usize, SetBatches)>>,
+    /// RMS of the prefix outputs of the first training examples (padding left out), measured when first needed.
+    cached_rms: OnceCell<f64>,
     /// Seconds [`Prepared::new`] took.
     seconds: f64,
 }
+
+/// Training examples whose prefix outputs give the RMS a relative σ on cached states is relative to.
+const CACHED_RMS_EXAMPLES: usize = 64;
 
 impl Prepared {
     /// With `frozen`, a frozen prefix of the embeddings and the layers below `first` (loaded from `model`), and
@@ -77,6 +82,7 @@ impl Prepared {
             train_cache: RefCell::new(PrefixCache::new(None)),
             eval_batches,
             analysis_batches: RefCell::new(None),
+            cached_rms: OnceCell::new(),
             seconds: start.elapsed().as_secs_f64(),
         })
     }
@@ -94,6 +100,17 @@ impl Prepared {
             b.prefix_out = Some(Tensor::pad_sequence(&rows, true, 0.0, "right"));
         }
         b
+    }
+
+    /// The RMS of the frozen prefix's outputs over the first training examples (the same for every seed; padding
+    /// left out): the scale of what `noise_at = "cached"` noises, for a relative σ. `None` without a prefix.
+    pub fn cached_rms(&self, model: &Pretrained, train: &[Encoded]) -> Option<f64> {
+        let prefix = self.prefix.as_ref()?;
+        Some(*self.cached_rms.get_or_init(|| {
+            let idx: Vec<usize> = (0..train.len().min(CACHED_RMS_EXAMPLES)).collect();
+            let b = model.batch(train, &idx, self.device);
+            tram_core::masked_rms(&prefix.forward(&b.ids, &b.mask, None), &b.mask)
+        }))
     }
 
     /// `sets`' micro-batches of `batch_size` (set order) with the frozen prefix's outputs, computed once per batch

@@ -162,6 +162,11 @@ impl CrossLingualTask {
             device,
         )
         .with_cached_noise_scale(self.config.cached_noise_scale);
+        let cached_rms = if model.noises_cached() { prep.cached_rms(&self.model, &self.train) } else { None };
+        let model = match cached_rms {
+            Some(rms) => model.with_cached_rms(rms),
+            None => model,
+        };
         load_weights(&prep.top_weights, &self.model.origin, &[model.var_store()], false)?;
         Ok(model)
     }
