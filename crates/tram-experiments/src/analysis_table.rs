@@ -263,6 +263,9 @@ pub fn long_rows(experiment: &str, profile: &str, analysed: &[Analysed]) -> Vec<
             for p in &s.sharpness.points {
                 run.push(&s.set, domain, format!("sharpness_{}", p.steps), p.sharpness);
             }
+            if let Some(c) = &s.sharpness.corner {
+                run.push(&s.set, domain, "sharpness_corner", c.sharpness);
+            }
         }
     }
     rows
@@ -276,6 +279,11 @@ fn split_values(a: &Analysed, f: &dyn Fn(&SetAnalysis) -> f64) -> (f64, Vec<f64>
 
 fn sharpness_at(steps: usize) -> impl Fn(&SetAnalysis) -> f64 {
     move |s| s.sharpness.points.iter().find(|p| p.steps == steps).map_or(f64::NAN, |p| p.sharpness)
+}
+
+/// φ at the box's corner along the whole set's gradient signs (NaN where it was not measured).
+fn sharpness_corner(s: &SetAnalysis) -> f64 {
+    s.sharpness.corner.as_ref().map_or(f64::NAN, |c| c.sharpness)
 }
 
 /// A method's mean over its runs of the in-domain value, and per zero-shot set (in order) the mean over runs.
@@ -296,8 +304,9 @@ fn fmt(v: f64, digits: usize) -> String {
 }
 
 /// The paper's Table 6 layout: (a) ε-sharpness En, ZS avg ± std across languages, Pearson ρ between a run's En
-/// and ZS-avg sharpness across runs; (b) CKA En, ZS avg ± std across languages; each method's zero-shot
-/// sharpness and CKA against the base optimizer's, paired by seed (Wilcoxon, two-sided).
+/// and ZS-avg sharpness across runs; (b) CKA En, ZS avg ± std across languages; the sharpness at the box's
+/// corner along the gradient signs (the linearised maximum of Eq. 10, beside the ascent's); each method's
+/// zero-shot sharpness and CKA against the base optimizer's, paired by seed (Wilcoxon, two-sided).
 pub fn table<T>(profile: &Profile<T>, analysed: &[Analysed], paper: &[PaperTable]) -> Result<DataFrame> {
     let last =
         analysed.first().and_then(|a| a.sets.first()).map(|s| s.sharpness.last().steps).context("no analysed run")?;
@@ -312,6 +321,8 @@ pub fn table<T>(profile: &Profile<T>, analysed: &[Analysed], paper: &[PaperTable
         "Pearson ρ En vs ZS (p)",
         "CKA En",
         "CKA ZS avg ± std (languages)",
+        "corner sharpness En",
+        "corner sharpness ZS avg",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -348,6 +359,7 @@ pub fn table<T>(profile: &Profile<T>, analysed: &[Analysed], paper: &[PaperTable
         let lab = label(m, &profile.optimizer);
         let (s_en, s_zs) = method_means(&runs, &sharp);
         let (c_en, c_zs) = method_means(&runs, &cka);
+        let (k_en, k_zs) = method_means(&runs, &sharpness_corner);
         let ens: Vec<f64> = runs.iter().map(|a| split_values(a, &sharp).0).collect();
         let zss: Vec<f64> = runs.iter().map(|a| zs_avg(a, &sharp)).collect();
         let rho = match tram_stats::pearsonr(&ens, &zss, Alternative::TwoSided) {
@@ -362,6 +374,8 @@ pub fn table<T>(profile: &Profile<T>, analysed: &[Analysed], paper: &[PaperTable
             rho,
             fmt(c_en, 3),
             format!("{} ± {}", fmt(tram_stats::mean(&c_zs), 3), fmt(tram_stats::std_dev(&c_zs), 3)),
+            fmt(k_en, 4),
+            fmt(tram_stats::mean(&k_zs), 4),
         ];
         if base_id.is_some() {
             row.push(versus_base(&runs, &sharp));
