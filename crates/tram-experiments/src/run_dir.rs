@@ -363,6 +363,9 @@ pub struct WriteContext<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Tests that take run locks hold the binary's lock (see lock.rs's tests: a process spawned meanwhile would
+    // hold a copy of a lock file's descriptor).
+    use tram_core::testing::serial;
     use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
 
     fn config(epochs: usize, workers: usize) -> RunConfig {
@@ -379,6 +382,7 @@ mod tests {
 
     #[test]
     fn identity_ignores_device_and_threads_but_not_settings() {
+        let _g = serial();
         let a = config(2, 1);
         let mut b = config(2, 4);
         b.run.device = tram_task::DeviceChoice::Cpu;
@@ -390,6 +394,7 @@ mod tests {
 
     #[test]
     fn finished_runs_are_skipped_and_never_silently_replaced() {
+        let _g = serial();
         let root = std::env::temp_dir().join(format!("tram-runs-{}", std::process::id()));
         let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
         let cfg = config(2, 1);
@@ -414,6 +419,7 @@ mod tests {
 
     #[test]
     fn an_empty_summary_says_what_to_do_and_fresh_redoes_it() {
+        let _g = serial();
         let root = std::env::temp_dir().join(format!("tram-runs-empty-{}", std::process::id()));
         let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
         std::fs::create_dir_all(&dir.dir).unwrap();
@@ -426,6 +432,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_run_resumes_only_under_its_own_identity() {
+        let _g = serial();
         let root = std::env::temp_dir().join(format!("tram-runs-unfinished-{}", std::process::id()));
         let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
         let me = crate::lock::Holder::me();
@@ -462,6 +469,7 @@ mod tests {
 
     #[test]
     fn moving_aside_a_run_another_process_trains_is_refused() {
+        let _g = serial();
         let root = std::env::temp_dir().join(format!("tram-runs-busy-{}", std::process::id()));
         let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
         std::fs::create_dir_all(&dir.dir).unwrap();
