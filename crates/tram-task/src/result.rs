@@ -51,6 +51,24 @@ pub struct RunResult {
     pub skipped_examples: Vec<String>,
     pub param_bytes: usize,
     pub extra_memory_bytes: usize,
+    /// Set when the run stopped because its loss or an evaluation stopped being finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<Diverged>,
+}
+
+/// Where and why a run diverged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diverged {
+    /// Optimizer steps taken when it was found.
+    pub steps: u64,
+    /// What was not finite, e.g. `the training loss of step 1 is NaN`.
+    pub what: String,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "diverged after {} steps: {}", self.steps, self.what)
+    }
 }
 
 impl RunResult {
