@@ -41,7 +41,11 @@ pub struct RunRows<'a> {
 }
 
 impl RunRows<'_> {
+    /// A row, unless `value` is not finite: the CSV holds numbers only (a diverged run says so in its own row).
     pub fn push(&mut self, set: &str, domain: &str, metric: impl Into<String>, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
         self.rows.push(Row {
             experiment: self.experiment.to_string(),
             profile: self.profile.to_string(),
@@ -57,12 +61,16 @@ impl RunRows<'_> {
 }
 
 /// The rows of finished runs: each evaluation's value, loss and examples, then the run-level numbers (empty set),
-/// including the first steps' losses and norms (the regression check's fingerprint).
+/// including the first steps' losses and norms (the regression check's fingerprint); a diverged run has no
+/// evaluation but a `diverged_after_steps` row.
 pub fn summary_rows(experiment: &str, profile: &str, summaries: &[Summary]) -> Vec<Row> {
     let mut rows = vec![];
     for s in summaries {
         let mut run =
             RunRows { experiment, profile, run_id: &s.run_id, method: &s.method_id, seed: s.seed, rows: &mut rows };
+        if let Some(d) = &s.diverged {
+            run.push("", "", "diverged_after_steps", d.steps as f64);
+        }
         for e in &s.evaluations {
             run.push(&e.key(), e.domain.as_str(), e.metric.as_str(), e.value);
             run.push(&e.key(), e.domain.as_str(), "eval_loss", e.loss);

@@ -1,18 +1,21 @@
 //! Run folders: `results/runs/<experiment>/<profile>/<run-id>/` hold the resolved config, `lock` (who trains or
 //! trained it), `attempts.json` (every process that trained it, and from which step), `checkpoint/` while it
-//! trains, then `meta.json`, `steps.csv`, `evals.csv`, `examples.csv` and, written last, `summary.json`, which
-//! marks the run as finished. Every file but `lock` is written atomically. A sweep started again skips finished
-//! runs whose identity is unchanged, resumes unfinished ones from their checkpoint, and refuses — naming the keys
-//! that differ — to overwrite a run (finished, or checkpointed) whose identity changed.
+//! trains, then `meta.json`, `steps.csv`, `evals.csv`, `examples.csv`, with `keep_weights` `model.safetensors`
+//! and its checksum, and, written last, `summary.json`, which marks the run as finished. Every file but `lock` is
+//! written atomically. A sweep started again skips finished runs whose identity is unchanged, resumes unfinished
+//! ones from their checkpoint (once its checksums and the identity it was trained under match), and refuses —
+//! naming the keys that differ, or the damaged file — to overwrite a run (finished, or checkpointed) whose
+//! identity changed; `--fresh` moves such a run aside.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tram_task::{Checkpoints, RunResult, RunSettings};
+use tram_task::{Checkpoints, Metric, RunResult, RunSettings};
 
 use crate::atomic::{self, now_s};
 use crate::experiment::{TaskConfig, TaskSpec};
+use crate::json;
 use crate::lock::{self, Claim, Holder, RunLock};
 use crate::run_csv::{evals_frame, examples_frame, steps_frame};
 use crate::summary::Summary;
@@ -100,11 +103,15 @@ pub enum Status {
     Changed { finished: bool, keys: String },
     /// `summary.json` does not read.
     Unreadable(String),
+    /// An unfinished run's checkpoint or `attempts.json` is not what was written: the file, and what is wrong.
+    Damaged(PathBuf, String),
 }
 
 pub const LOCK: &str = "lock";
 pub const CHECKPOINT: &str = "checkpoint";
 pub const ATTEMPTS: &str = "attempts.json";
+/// The selected epoch's trainable parameters (with `keep_weights`), beside `model.safetensors.sha256`.
+pub const WEIGHTS: &str = "model.safetensors";
 
 impl RunDir {
     pub fn new(root: &Path, experiment: &str, profile: &str, run_id: &str) -> Self {
@@ -145,12 +152,21 @@ impl RunDir {
         }
     }
 
-    /// What the folder holds for `config`.
+    /// What the folder holds for `config`. A checkpoint is checked against its checksums and judged by the
+    /// identity stored with it (`config.resolved.toml` only for a checkpoint written without one).
     pub fn status<T: TaskConfig>(&self, config: &RunConfig<T>) -> Result<Status> {
         let summary_path = self.dir.join("summary.json");
         if !summary_path.exists() {
-            let checkpointed = self.checkpoints(0).latest()?.is_some();
-            if let Some(old) = self.started_identity::<T>().filter(|_| checkpointed) {
+            if let Err(e) = self.attempts() {
+                return Ok(Status::Damaged(self.dir.join(ATTEMPTS), format!("{:#}", e.root_cause())));
+            }
+            let latest = match self.checkpoints(0).check() {
+                Ok(latest) => latest,
+                Err(tram_task::Error::Changed { path, message }) => return Ok(Status::Damaged(path, message)),
+                Err(e) => return Err(e.into()),
+            };
+            let Some(latest) = latest else { return Ok(Status::Unfinished) };
+            if let Some(old) = latest.identity.or_else(|| self.started_identity::<T>()) {
                 if old != config.identity() {
                     let keys = differences(&old, &config.identity(), 8).join("; ");
                     return Ok(Status::Changed { finished: false, keys });
@@ -158,12 +174,9 @@ impl RunDir {
             }
             return Ok(Status::Unfinished);
         }
-        let summary: Summary = match std::fs::read_to_string(&summary_path)
-            .map_err(anyhow::Error::from)
-            .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
-        {
+        let summary: Summary = match json::read(&summary_path) {
             Ok(s) => s,
-            Err(e) => return Ok(Status::Unreadable(e.to_string())),
+            Err(e) => return Ok(Status::Unreadable(format!("{:#}", e.root_cause()))),
         };
         if summary.config_hash == config.hash() {
             Ok(Status::Finished(Box::new(summary)))
@@ -198,7 +211,15 @@ impl RunDir {
                 h.map_or_else(|| "another process".to_string(), |h| h.to_string())
             ),
         };
-        let aside = self.dir.with_file_name(format!("{}.old-{}", self.run_id, now_s()));
+        // A second move within the same second gets `-1`, `-2`, ...: nothing moved aside is overwritten.
+        let stamp = now_s();
+        let aside = (0..)
+            .map(|k| match k {
+                0 => self.dir.with_file_name(format!("{}.old-{stamp}", self.run_id)),
+                k => self.dir.with_file_name(format!("{}.old-{stamp}-{k}", self.run_id)),
+            })
+            .find(|p| !p.exists())
+            .expect("a free name");
         std::fs::rename(&self.dir, &aside).with_context(|| format!("moving {} aside", self.dir.display()))?;
         tracing::warn!("moved the earlier run to {}", aside.display());
         Ok(())
@@ -220,6 +241,17 @@ impl RunDir {
                 self.move_aside()?;
                 Ok(RunState::Todo)
             }
+            Status::Damaged(file, why) if fresh => {
+                tracing::warn!("{}: {why}; redoing the run", file.display());
+                self.move_aside()?;
+                Ok(RunState::Todo)
+            }
+            Status::Damaged(file, why) => bail!(
+                "{}: {why}: the unfinished run cannot be resumed as it was; pass --fresh to move its folder aside \
+                 (kept as {}.old-<time>) and start it over",
+                file.display(),
+                self.run_id
+            ),
             Status::Unreadable(e) => bail!(
                 "{} does not read ({e}): the run was cut short while finishing or the file was damaged; \
                  pass --fresh to move the folder aside and run it again",
@@ -301,22 +333,39 @@ impl RunDir {
     pub fn attempts(&self) -> Result<Vec<Attempt>> {
         let path = self.dir.join(ATTEMPTS);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display())),
+            Ok(text) => serde_json::from_str(&text).with_context(|| {
+                format!("{} does not read; pass --fresh to move the run aside and start it over", path.display())
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
 
-    /// Writes everything about a finished run; `summary.json` last.
+    /// Why the saved weights (`model.safetensors`) cannot be trusted, if they cannot: the file, and what changed
+    /// since it was written. Weights written before checksums were kept pass.
+    pub fn damaged_weights(&self) -> Option<(PathBuf, String)> {
+        match tram_task::kit::checksum::verify_sidecar(&self.dir.join(WEIGHTS)) {
+            Ok(_) => None,
+            Err(tram_task::Error::Changed { path, message }) => Some((path, message)),
+            Err(e) => Some((self.dir.join(WEIGHTS), e.to_string())),
+        }
+    }
+
+    /// Writes everything about a finished (or diverged) run; `summary.json` last. `metric` is the task's.
     pub fn write<T: TaskConfig>(
         &self,
         ctx: &WriteContext,
         config: &RunConfig<T>,
         method_id: &str,
+        metric: Metric,
         result: &RunResult,
     ) -> Result<Summary> {
-        let summary = Summary::from_result(&self.run_id, method_id, &config.run, config.hash(), result)?;
-        let selected = result.selected_epoch().context("the run evaluated no epoch")?;
+        let summary = Summary::from_result(&self.run_id, method_id, &config.run, config.hash(), metric, result)?;
+        // A diverged run keeps no per-example values: its evaluations are not numbers.
+        let selected = match &result.diverged {
+            Some(_) => &[][..],
+            None => &result.selected_epoch().context("the run evaluated no epoch")?.evals[..],
+        };
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         atomic::write_bytes(&self.dir.join("config.resolved.toml"), toml::to_string(config)?.as_bytes())?;
         let meta = Meta {
@@ -340,13 +389,13 @@ impl RunDir {
         atomic::write_json(&self.dir.join("meta.json"), &meta)?;
         atomic::write_csv(&self.dir.join("steps.csv"), &mut steps_frame(&result.steps)?)?;
         atomic::write_csv(&self.dir.join("evals.csv"), &mut evals_frame(result)?)?;
-        atomic::write_csv(&self.dir.join("examples.csv"), &mut examples_frame(&selected.evals)?)?;
+        atomic::write_csv(&self.dir.join("examples.csv"), &mut examples_frame(selected)?)?;
         let mut attempts = self.attempts()?;
         if let Some(mine) = attempts.iter_mut().rev().find(|a| a.pid == meta.pid && a.host == meta.host) {
             mine.finished_unix_s = Some(meta.end_unix_s);
             atomic::write_json(&self.dir.join(ATTEMPTS), &attempts)?;
         }
-        atomic::write_json(&self.dir.join("summary.json"), &summary)?;
+        json::write(&self.dir.join("summary.json"), &summary)?;
         // A kill before this line leaves a finished run with its last checkpoint: harmless, it is never resumed.
         self.checkpoints(0).remove().with_context(|| format!("removing {}", self.dir.join(CHECKPOINT).display()))?;
         Ok(summary)
@@ -403,7 +452,7 @@ mod tests {
         std::fs::write(dir.dir.join("steps.csv"), "step\n0\n").unwrap();
         assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Todo), "no summary: interrupted, redo");
         atomic::write_bytes(&dir.dir.join("config.resolved.toml"), toml::to_string(&cfg).unwrap().as_bytes()).unwrap();
-        atomic::write_json(&dir.dir.join("summary.json"), &summary(&cfg.hash())).unwrap();
+        json::write(&dir.dir.join("summary.json"), &summary(&cfg.hash())).unwrap();
         assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Done), "same identity: skip");
         let err = dir.state(&config(3, 1), false).err().expect("a changed config must not be overwritten").to_string();
         assert!(err.contains("--fresh") && err.contains("run.epochs: 2 → 3"), "{err}");
@@ -438,7 +487,7 @@ mod tests {
         let me = crate::lock::Holder::me();
         dir.begin(&config(2, 1), &me, None).unwrap();
         assert_eq!(dir.describe_unfinished().unwrap(), "interrupted before its first checkpoint");
-        std::fs::create_dir_all(dir.dir.join(CHECKPOINT).join("step-00000003")).unwrap();
+        fake_checkpoint(&dir, 3, None);
         assert!(dir.describe_unfinished().unwrap().contains("interrupted after step 3"));
         assert!(matches!(dir.state(&config(2, 4), false).unwrap(), RunState::Todo), "threads: same identity, resume");
         let err = dir.state(&config(3, 1), false).err().expect("another identity must not resume").to_string();
@@ -449,8 +498,72 @@ mod tests {
         std::fs::remove_dir_all(&root).ok();
     }
 
+    /// A checkpoint folder as tram-task writes one: its files, the identity it was trained under, their checksums.
+    fn fake_checkpoint(dir: &RunDir, step: u64, identity: Option<&toml::Value>) -> PathBuf {
+        let folder = dir.dir.join(CHECKPOINT).join(format!("step-{step:08}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("state.safetensors"), vec![7u8; 4096]).unwrap();
+        let mut files = vec!["state.safetensors"];
+        if let Some(identity) = identity {
+            std::fs::write(folder.join("identity.toml"), toml::to_string(identity).unwrap()).unwrap();
+            files.push("identity.toml");
+        }
+        tram_task::kit::checksum::write_list(&folder, "SHA256SUMS", &files).unwrap();
+        folder
+    }
+
+    #[test]
+    fn a_checkpoint_is_judged_by_its_checksums_and_its_own_identity() {
+        let _g = serial();
+        let root = std::env::temp_dir().join(format!("tram-runs-checked-{}", std::process::id()));
+        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
+        let me = crate::lock::Holder::me();
+        dir.begin(&config(2, 1), &me, None).unwrap();
+        let folder = fake_checkpoint(&dir, 3, Some(&config(2, 1).identity()));
+        assert!(matches!(dir.state(&config(2, 1), false).unwrap(), RunState::Todo), "its own identity: resume");
+        // Whatever config.resolved.toml says (garbled here, or deleted), the checkpoint's identity decides.
+        std::fs::write(dir.dir.join("config.resolved.toml"), b"[run\n").unwrap();
+        let err = dir.state(&config(3, 1), false).err().expect("another identity must not resume").to_string();
+        assert!(err.contains("unfinished run of another configuration") && err.contains("run.epochs: 2 → 3"), "{err}");
+        std::fs::remove_file(dir.dir.join("config.resolved.toml")).unwrap();
+        assert!(dir.state(&config(3, 1), false).is_err(), "deleted config.resolved.toml: still refused");
+        // A zeroed block in the state: named, with what to do; --fresh moves the run aside.
+        std::fs::write(folder.join("state.safetensors"), vec![0u8; 4096]).unwrap();
+        let err = dir.state(&config(2, 1), false).err().expect("a damaged checkpoint must not resume").to_string();
+        assert!(err.contains("state.safetensors") && err.contains("the file changed since"), "{err}");
+        assert!(err.contains("pass --fresh to move its folder aside"), "{err}");
+        assert!(matches!(dir.state(&config(2, 1), true).unwrap(), RunState::Todo));
+        assert!(!dir.dir.exists(), "moved aside");
+        // A garbled attempts.json: named, and --fresh moves it aside too.
+        dir.begin(&config(2, 1), &me, None).unwrap();
+        std::fs::write(dir.dir.join(ATTEMPTS), b"[{").unwrap();
+        let err = dir.state(&config(2, 1), false).err().expect("damaged attempts.json").to_string();
+        assert!(err.contains("attempts.json") && err.contains("--fresh"), "{err}");
+        assert!(matches!(dir.state(&config(2, 1), true).unwrap(), RunState::Todo));
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn saved_weights_that_changed_since_they_were_written_are_named() {
+        let root = std::env::temp_dir().join(format!("tram-runs-weights-{}", std::process::id()));
+        let dir = RunDir::new(&root, "table5", "quick", "sam-s0");
+        std::fs::create_dir_all(&dir.dir).unwrap();
+        let weights = dir.dir.join(WEIGHTS);
+        std::fs::write(&weights, vec![3u8; 1 << 16]).unwrap();
+        assert!(dir.damaged_weights().is_none(), "no checksum (written before checksums): nothing to check");
+        tram_task::kit::checksum::write_sidecar(&weights).unwrap();
+        assert!(dir.damaged_weights().is_none());
+        let mut bytes = std::fs::read(&weights).unwrap();
+        bytes[1024..2048].fill(0);
+        std::fs::write(&weights, bytes).unwrap();
+        let (file, why) = dir.damaged_weights().expect("damaged");
+        assert!(file == weights && why.contains("the file changed since"), "{why}");
+        std::fs::remove_dir_all(&root).ok();
+    }
+
     #[test]
     fn a_claimed_run_loses_what_killed_writers_left_and_records_each_attempt() {
+        let _g = serial();
         let root = std::env::temp_dir().join(format!("tram-runs-begin-{}", std::process::id()));
         let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
         std::fs::create_dir_all(dir.dir.join(CHECKPOINT).join(".step-00000002.tmp-99")).unwrap();
