@@ -15,6 +15,7 @@ use tram_task::{AnalysisSettings, DeviceChoice, Domain, SetAnalysis, Task};
 
 use crate::atomic;
 use crate::experiment::{method_id, Experiment, Profile, TaskConfig};
+use crate::json;
 use crate::long_csv::{self, RunRows};
 use crate::paper::{self, label, PaperTable};
 use crate::summary::{runs_of, OfMethod};
@@ -112,12 +113,33 @@ pub struct SourceSweep<T> {
 }
 
 impl AnalysisProfile {
-    /// The profile `name` of the analysis experiment `exp`, with overrides, checked.
+    /// The profile `name` of the analysis experiment `exp`, with overrides, checked before anything is
+    /// measured: ascent lengths of at least one update, in increasing order; a positive ε, learning rate,
+    /// batch size and accumulation; a source named by plain names.
     pub fn load(exp: &Experiment, name: &str, overrides: &[String]) -> Result<AnalysisProfile> {
         let profile: AnalysisProfile = exp.profile_as(name, overrides)?;
-        if profile.sharpness_steps.is_empty() {
-            bail!("{}: `sharpness_steps` lists no ascent length", exp.path.display());
+        let at = format!("{} [profiles.{name}]", exp.path.display());
+        let steps = &profile.sharpness_steps;
+        if steps.is_empty() || steps[0] == 0 || steps.windows(2).any(|w| w[0] >= w[1]) {
+            bail!(
+                "{at}: sharpness_steps = {steps:?}: the ascent lengths at which ε-sharpness is read, each at least 1 \
+                 update, increasing (an ascent of 0 updates measures nothing: sharpness 0)"
+            );
         }
+        if profile.batch_size == 0 || profile.accumulate == 0 {
+            bail!(
+                "{at}: batch_size and accumulate must be at least 1 (got {}, {})",
+                profile.batch_size,
+                profile.accumulate
+            );
+        }
+        for (key, v) in [("epsilon", profile.epsilon), ("lr", profile.lr)] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{at}: {key} = {v}: must be a finite number > 0");
+            }
+        }
+        crate::experiment::check_name("runs.experiment", &profile.runs.experiment).with_context(|| at.clone())?;
+        crate::experiment::check_name("runs.profile", &profile.runs.profile).with_context(|| at.clone())?;
         Ok(profile)
     }
 
@@ -196,16 +218,29 @@ pub fn measure<T: TaskConfig>(
     let start = Instant::now();
     for (i, p) in planned.iter().enumerate() {
         let path = p.dir.dir.join(format!("analysis-{name}.json"));
-        let stored = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<Stored>(&t).ok());
+        let stored = path.exists().then(|| json::read::<Stored>(&path)).transpose().unwrap_or_else(|e| {
+            tracing::warn!("{e:#}; measuring the run again");
+            None
+        });
         let sets = match stored {
             Some(st) if st.sharpness == settings.sharpness && st.batch_size == settings.batch_size => st.sets,
             _ => {
-                let weights = p.dir.dir.join("model.safetensors");
+                let weights = p.dir.dir.join(crate::run_dir::WEIGHTS);
                 if !weights.exists() {
                     bail!(
                         "run {}: no saved weights at {} (was it run with keep_weights = true?)",
                         p.id,
                         weights.display()
+                    );
+                }
+                if let Some((file, why)) = p.dir.damaged_weights() {
+                    bail!(
+                        "run {}: {}: {why}; redo it with `tram run {} --profile {}{} --fresh` (which moves it aside)",
+                        p.id,
+                        file.display(),
+                        source.experiment.path.display(),
+                        profile.runs.profile,
+                        profile.runs.set.iter().map(|o| format!(" --set '{o}'")).collect::<String>()
                     );
                 }
                 if task.is_none() {
@@ -219,7 +254,7 @@ pub fn measure<T: TaskConfig>(
                     .analyse(&p.config.run, &weights, &settings)
                     .with_context(|| format!("analysing run {}", p.id))?
                     .with_context(|| format!("the {} task has no analysis", source.experiment.file.name))?;
-                atomic::write_json(
+                json::write(
                     &path,
                     &Stored {
                         sharpness: settings.sharpness.clone(),
@@ -420,4 +455,23 @@ pub fn ascent_frame<T>(profile: &Profile<T>, analysed: &[Analysed], steps: &[usi
         Column::new("rank_en".into(), rank_en),
         Column::new("rank_zs".into(), rank_zs),
     ])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascent_settings_that_measure_nothing_are_refused_before_any_run() {
+        let exp =
+            Experiment::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table6.toml")).unwrap();
+        assert!(AnalysisProfile::load(&exp, "quick", &[]).is_ok());
+        let err = |o: &str| format!("{:#}", AnalysisProfile::load(&exp, "quick", &[o.to_string()]).unwrap_err());
+        assert!(err("sharpness_steps=[0]").contains("sharpness_steps = [0]: the ascent lengths"));
+        assert!(err("sharpness_steps=[2, 1]").contains("increasing"));
+        assert!(err("sharpness_steps=[]").contains("sharpness_steps = []"));
+        assert!(err("batch_size=0").contains("batch_size and accumulate must be at least 1"));
+        assert!(err("epsilon=0.0").contains("epsilon = 0: must be a finite number > 0"));
+        assert!(err("runs.experiment=\"../table5\"").contains("runs.experiment `../table5`"));
+    }
 }

@@ -19,11 +19,9 @@ pub fn run(paths: &[PathBuf], metric: Option<&str>, baseline: Option<&str>) -> R
         bail!("give one or more tidy CSVs, e.g. results/table3-embedded-long.csv");
     }
     let mut groups: BTreeMap<(String, String, String, String, String), Vec<f64>> = BTreeMap::new();
-    for p in paths {
-        for r in long_csv::read(p)? {
-            if metric.is_none_or(|m| r.metric.contains(m)) {
-                groups.entry((r.experiment, r.profile, r.metric, r.set, r.method)).or_default().push(r.value);
-            }
+    for r in long_csv::read_all(paths)? {
+        if metric.is_none_or(|m| r.metric.contains(m)) {
+            groups.entry((r.experiment, r.profile, r.metric, r.set, r.method)).or_default().push(r.value);
         }
     }
     if groups.is_empty() {
@@ -57,12 +55,10 @@ pub fn run(paths: &[PathBuf], metric: Option<&str>, baseline: Option<&str>) -> R
 fn paired(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result<()> {
     type Key = (String, String, String, String);
     let mut values: BTreeMap<Key, BTreeMap<String, BTreeMap<u64, f64>>> = BTreeMap::new();
-    for p in paths {
-        for r in long_csv::read(p)? {
-            if metric.is_none_or(|m| r.metric.contains(m)) {
-                let key = (r.experiment, r.profile, r.metric, r.set);
-                values.entry(key).or_default().entry(r.method).or_default().insert(r.seed, r.value);
-            }
+    for r in long_csv::read_all(paths)? {
+        if metric.is_none_or(|m| r.metric.contains(m)) {
+            let key = (r.experiment, r.profile, r.metric, r.set);
+            values.entry(key).or_default().entry(r.method).or_default().insert(r.seed, r.value);
         }
     }
     let mut cols: [Vec<String>; 5] = Default::default();

@@ -168,6 +168,10 @@ impl Experiment {
         if !file.profiles.contains_key(&file.default_profile) {
             bail!("{}: default_profile `{}` is not among its profiles", path.display(), file.default_profile);
         }
+        check_name("name", &file.name).with_context(|| path.display().to_string())?;
+        for profile in file.profiles.keys() {
+            check_name("profile", profile).with_context(|| path.display().to_string())?;
+        }
         Ok(Self { file, path: path.to_path_buf() })
     }
 
@@ -231,7 +235,41 @@ impl Experiment {
         for o in overrides {
             apply_override(&mut table, o)?;
         }
+        if let Some(task) = table.get("task") {
+            no_repeated_names("task", task).with_context(|| self.where_(name))?;
+        }
         toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow!("{}: {e}", self.where_(name)))
+    }
+}
+
+/// A name that becomes a folder or file name under `--results` (an experiment's `name`, a profile's): letters,
+/// digits, `.`, `_` and `-`, not starting with `.`, so that no name reaches outside the results folder.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if name.is_empty() || name.starts_with('.') || !name.chars().all(plain) {
+        bail!(
+            "{what} `{name}`: names of experiments and profiles become folder names under the results folder, so \
+             they are letters, digits, `.`, `_` and `-`, and do not start with `.`"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a list of names given twice anywhere in a task table (`zero_shot_domains`, `languages`, ...): each
+/// name becomes a table column and a set of the statistics, so a repeat would fail only after training.
+fn no_repeated_names(key: &str, value: &toml::Value) -> Result<()> {
+    match value {
+        toml::Value::Table(t) => t.iter().try_for_each(|(k, v)| no_repeated_names(&format!("{key}.{k}"), v)),
+        toml::Value::Array(items) => {
+            let mut seen = BTreeSet::new();
+            for name in items.iter().filter_map(toml::Value::as_str) {
+                if !seen.insert(name) {
+                    bail!("{key} lists `{name}` twice: each entry is a set of its own (a column of the table)");
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -296,12 +334,22 @@ impl<T> Profile<T> {
         if let Some(s) = self.seeds.iter().find(|s| !seeds.insert(**s)) {
             bail!("seed {s} is listed twice: a seed makes one run per method");
         }
-        let mut ids = BTreeSet::new();
+        let mut built: Vec<(String, tram_core::Method)> = vec![];
         for m in &self.methods {
-            m.build()?;
-            if !ids.insert(method_id(m)) {
-                bail!("method `{}` is listed twice with the same settings: the runs would collide", method_id(m));
+            let method = m.build()?;
+            // Two entries that resolve to one setting (`{name = "sam"}` and `{name = "sam", rho = 0.05}`, the
+            // default) would train the same thing twice under two names.
+            if let Some((other, _)) = built.iter().find(|(_, b)| *b == method) {
+                bail!(
+                    "methods `{other}` and `{}` resolve to the same setting (a key set to its default): the runs \
+                     would train the same thing twice; keep one",
+                    method_id(m)
+                );
             }
+            built.push((method_id(m), method));
+        }
+        if self.timing_rounds == Some(0) {
+            bail!("timing_rounds = 0 measures no step time; leave it out (10) or give at least 1");
         }
         self.run_settings(&self.methods[0], self.seeds[0], DeviceChoice::Cpu).validate()?;
         // The schedule's length is the run's unless given; the sweep checks it again once that is known.
@@ -398,7 +446,10 @@ mod tests {
         assert!(err("epochs").contains("--set expects key=value"));
         assert!(err("epochs.x=1").contains("`epochs` is not a table"));
         assert!(err("seeds=[0, 0]").contains("seed 0 is listed twice"));
-        assert!(err("methods=[{name = \"sam\"}, {name = \"sam\"}]").contains("listed twice"));
+        assert!(err("methods=[{name = \"sam\"}, {name = \"sam\"}]").contains("resolve to the same setting"));
+        let same = err("methods=[{name = \"sam\"}, {name = \"sam\", rho = 0.05}]");
+        assert!(same.contains("methods `sam` and `sam-rho0.05` resolve to the same setting"), "{same}");
+        assert!(err("timing_rounds=0").contains("timing_rounds = 0"));
         assert!(err("max_train_batches=0").contains("max_train_batches = 0"));
         let p: Profile = exp.profile("quick", &["epochs=7".into(), "task.data.train_style=\"apple\"".into()]).unwrap();
         assert_eq!(p.epochs, 7);
@@ -422,6 +473,27 @@ mod tests {
         assert_eq!(EmojiConfig { test_fraction: 0.5, ..qd.clone() }, *ed, "the rest of the data table is inherited");
         assert_eq!(e.model, q.model, "the rest of the task table is inherited");
         assert!(e.augment.is_some() && q.augment.is_none(), "unset removes an inherited key");
+    }
+
+    #[test]
+    fn names_that_would_leave_the_results_folder_or_repeat_a_set_are_refused() {
+        let dir = std::env::temp_dir().join(format!("tram-experiment-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(experiments().join("table3.toml")).unwrap();
+        for (find, replace, what) in [
+            ("name = \"table3\"", "name = \"../escape\"", "name `../escape`"),
+            ("[profiles.quick]", "[profiles.\"../../q\"]", "profile `../../q`"),
+        ] {
+            let path = dir.join("bad.toml");
+            std::fs::write(&path, text.replacen(find, replace, 1)).unwrap();
+            let err = format!("{:#}", Experiment::load(&path).err().expect("refused"));
+            assert!(err.contains(what) && err.contains("folder names under the results folder"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+        let exp = Experiment::load(&experiments().join("table4.toml")).unwrap();
+        let twice = ["task.zero_shot_domains=[\"news\", \"fiction\", \"news\"]".to_string()];
+        let err = format!("{:#}", exp.profile::<TaskSpec>("quick", &twice).unwrap_err());
+        assert!(err.contains("task.zero_shot_domains lists `news` twice"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - the report: [`report`] (files and terminal), [`tables`] (Tables 2–5, 9, 13), [`analysis_table`] (Table 6),
 //!   [`significance`], [`plot`], [`paper`] (the paper's labels and numbers), [`long_csv`] (the tidy CSV);
 //! - the CSV tools: [`compare`] (`tram compare`), [`regress`] (`tram check`, `tram expectations`);
-//! - [`slurm`], [`doctor`], and [`atomic`] (every file written atomically).
+//! - [`slurm`], [`doctor`], [`atomic`] (every file written atomically) and [`json`] (records that keep every
+//!   float, NaN included).
 
 pub mod analysis_table;
 pub mod atomic;
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod compare;
 pub mod doctor;
 pub mod experiment;
+pub mod json;
 pub mod lock;
 pub mod long_csv;
 pub mod meta;

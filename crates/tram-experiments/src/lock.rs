@@ -180,6 +180,11 @@ impl Drop for RunLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Every test here takes locks, and one spawns a process: between fork and exec a child holds copies of this
+    // process's descriptors (std opens files O_CLOEXEC, which closes them only at the exec), a lock file another
+    // test has just closed among them, which keeps that lock held. So one test at a time: any test of this binary
+    // that spawns a process or takes a lock holds the binary's lock.
+    use tram_core::testing::serial;
 
     fn record(path: &Path) -> Option<Holder> {
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
@@ -193,6 +198,7 @@ mod tests {
 
     #[test]
     fn one_holder_at_a_time_and_the_record_says_who() {
+        let _g = serial();
         let path = dir("one").join("lock");
         let Claim::Claimed(mut first, None) = try_claim(&path).unwrap() else { panic!("a new lock is free") };
         first.training().unwrap();
@@ -209,6 +215,7 @@ mod tests {
 
     #[test]
     fn a_lock_left_by_a_dead_process_is_taken_over_and_named() {
+        let _g = serial();
         let path = dir("stale").join("lock");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         // What a SIGKILLed trainer leaves: its record says training, and nobody holds the lock.
@@ -234,23 +241,26 @@ mod tests {
 
     #[test]
     fn another_process_holds_the_lock_until_it_is_killed() {
+        let _g = serial();
         let path = dir("killed").join("lock");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        // util-linux's flock(1) takes the same kind of lock in another process (and, with --close, holds it itself).
+        // util-linux's flock(1) takes the same kind of lock in another process (with --close it holds it itself,
+        // and its command does not): the command says when the lock is taken, then waits for its input to end.
         let mut child = std::process::Command::new("flock")
             .args(["--exclusive", "--close"])
             .arg(&path)
-            .args(["sleep", "20"])
+            .args(["sh", "-c", "echo locked; exec cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while held(&path).unwrap().is_none() {
-            assert!(std::time::Instant::now() < deadline, "flock(1) did not take the lock");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line, "locked\n", "flock(1) took the lock");
         assert!(matches!(try_claim(&path).unwrap(), Claim::Busy(None)), "held by a live process");
-        child.kill().unwrap(); // SIGKILL
+        child.kill().unwrap(); // SIGKILL to flock(1); its `cat` ends with its input
         child.wait().unwrap();
+        drop(child.stdin.take());
         assert!(matches!(try_claim(&path).unwrap(), Claim::Claimed(..)), "the kernel released it");
         std::fs::remove_dir_all(path.parent().unwrap()).ok();
     }

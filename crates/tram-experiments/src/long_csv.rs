@@ -41,7 +41,11 @@ pub struct RunRows<'a> {
 }
 
 impl RunRows<'_> {
+    /// A row, unless `value` is not finite: the CSV holds numbers only (a diverged run says so in its own row).
     pub fn push(&mut self, set: &str, domain: &str, metric: impl Into<String>, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
         self.rows.push(Row {
             experiment: self.experiment.to_string(),
             profile: self.profile.to_string(),
@@ -57,12 +61,16 @@ impl RunRows<'_> {
 }
 
 /// The rows of finished runs: each evaluation's value, loss and examples, then the run-level numbers (empty set),
-/// including the first steps' losses and norms (the regression check's fingerprint).
+/// including the first steps' losses and norms (the regression check's fingerprint); a diverged run has no
+/// evaluation but a `diverged_after_steps` row.
 pub fn summary_rows(experiment: &str, profile: &str, summaries: &[Summary]) -> Vec<Row> {
     let mut rows = vec![];
     for s in summaries {
         let mut run =
             RunRows { experiment, profile, run_id: &s.run_id, method: &s.method_id, seed: s.seed, rows: &mut rows };
+        if let Some(d) = &s.diverged {
+            run.push("", "", "diverged_after_steps", d.steps as f64);
+        }
         for e in &s.evaluations {
             run.push(&e.key(), e.domain.as_str(), e.metric.as_str(), e.value);
             run.push(&e.key(), e.domain.as_str(), "eval_loss", e.loss);
@@ -116,7 +124,7 @@ pub fn frame(rows: &[Row]) -> Result<DataFrame> {
 }
 
 /// The rows of a long CSV; an error names the file and what is wrong (a missing column, a short row, a value
-/// that is not a number).
+/// that is not a finite number, two rows of the same run, set and metric).
 pub fn read(path: &Path) -> Result<Vec<Row>> {
     let df = read_csv(path)?;
     let have: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
@@ -154,6 +162,9 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
             .trim()
             .parse()
             .with_context(|| format!("{} line {line}: value `{value_text}` is not a number", path.display()))?;
+        if !value.is_finite() {
+            bail!("{} line {line}: value `{value_text}` is not a finite number", path.display());
+        }
         let seed_text = need(&seed, "seed")?;
         out.push(Row {
             experiment: need(&e, "experiment")?,
@@ -170,7 +181,48 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
             value,
         });
     }
+    refuse_duplicates(&out, &|i| format!("{} line {}", path.display(), i + 2))?;
     Ok(out)
+}
+
+/// The key a long CSV has one row of.
+fn key(r: &Row) -> (&str, &str, &str, &str, &str) {
+    (&r.experiment, &r.profile, &r.run_id, &r.set, &r.metric)
+}
+
+/// An error naming two rows (by `place`) of the same experiment, profile, run, set and metric: a duplicated row
+/// would count twice in a mean and halve an interval, a conflicting one would silently win.
+pub fn refuse_duplicates(rows: &[Row], place: &dyn Fn(usize) -> String) -> Result<()> {
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(first) = seen.insert(key(r), i) {
+            bail!(
+                "{} and {} are both run {}, set `{}`, metric {} (of {} {}): a long CSV has one row per run, set and \
+                 metric; remove the copy",
+                place(first),
+                place(i),
+                r.run_id,
+                r.set,
+                r.metric,
+                r.experiment,
+                r.profile
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The rows of several long CSVs, refused like one file's when two share a run, set and metric.
+pub fn read_all(paths: &[std::path::PathBuf]) -> Result<Vec<Row>> {
+    let mut rows = vec![];
+    let mut places = vec![];
+    for p in paths {
+        let these = read(p)?;
+        places.extend((0..these.len()).map(|i| format!("{} line {}", p.display(), i + 2)));
+        rows.extend(these);
+    }
+    refuse_duplicates(&rows, &|i| places[i].clone())?;
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -213,5 +265,27 @@ mod tests {
         let text = write("text.csv", &format!("{head}\nt,q,sam-s0,sam,0,g,in-domain,accuracy,high\n"));
         let err = format!("{:#}", read(&text).unwrap_err());
         assert!(err.contains("line 2") && err.contains("`high` is not a number"), "{err}");
+        for bad in ["NaN", "inf", "-inf"] {
+            let f = write("nan.csv", &format!("{head}\nt,q,sam-s0,sam,0,g,in-domain,accuracy,{bad}\n"));
+            let err = format!("{:#}", read(&f).unwrap_err());
+            assert!(err.contains("line 2") && err.contains(&format!("`{bad}` is not a finite number")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_duplicated_or_conflicting_row_is_refused_naming_both_lines() {
+        let head = COLUMNS.join(",");
+        let row = |v: f64| format!("t,q,sam-s0,sam,0,g,in-domain,accuracy,{v}\n");
+        let other = "t,q,sam-s1,sam,1,g,in-domain,accuracy,0.5\n";
+        for (name, second) in [("copy.csv", row(0.5)), ("conflict.csv", row(0.9))] {
+            let f = write(name, &format!("{head}\n{}{other}{second}", row(0.5)));
+            let err = format!("{:#}", read(&f).unwrap_err());
+            assert!(err.contains("line 2 and") && err.contains("line 4 are both run sam-s0"), "{err}");
+        }
+        // The same file twice is a copy of every row.
+        let f = write("once.csv", &format!("{head}\n{}", row(0.5)));
+        assert_eq!(read_all(std::slice::from_ref(&f)).unwrap().len(), 1);
+        let err = format!("{:#}", read_all(&[f.clone(), f]).unwrap_err());
+        assert!(err.contains("once.csv line 2 and") && err.contains("both run sam-s0"), "{err}");
     }
 }

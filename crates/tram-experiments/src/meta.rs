@@ -21,14 +21,7 @@ pub fn git_commit() -> String {
 }
 
 /// This machine's host name (what a lock and `meta.json` record).
-pub fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
+pub use tram_task::kit::atomic::host;
 
 /// The Slurm job this process runs in: `<array job>_<task>` in a job array, else the job id.
 pub fn slurm_job() -> Option<String> {

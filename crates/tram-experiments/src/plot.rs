@@ -56,7 +56,8 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-    let all: Vec<f64> = data.iter().flat_map(|(_, a, b)| a.iter().chain(b)).copied().collect();
+    let all: Vec<f64> =
+        data.iter().flat_map(|(_, a, b)| a.iter().chain(b)).copied().filter(|v| v.is_finite()).collect();
     let (lo, hi) = all.iter().fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
     let pad = ((hi - lo) * 0.25).max(1.0);
     let n = data.len();
@@ -119,8 +120,13 @@ where
 }
 
 /// Writes `<stem>.png` and `<stem>.svg` (each atomically); returns false (after a warning) when no font is
-/// available.
+/// available or there is no finite value to plot.
 pub fn transfer_plot(stem: &Path, title: &str, metric: Metric, data: &Series) -> Result<bool> {
+    // No value to place (every run diverged, or none evaluated): there is no axis to draw.
+    if !data.iter().flat_map(|(_, a, b)| a.iter().chain(b)).any(|v| v.is_finite()) {
+        tracing::warn!("no finite value to plot; skipping {}", stem.with_extension("png").display());
+        return Ok(false);
+    }
     if !register() {
         tracing::warn!("no DejaVu Sans font found ({}); skipping the plot", FONT_PATHS.join(", "));
         return Ok(false);

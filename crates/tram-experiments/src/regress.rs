@@ -75,6 +75,8 @@ fn prediction_half_width(values: &[f64]) -> f64 {
 /// deviations for an accuracy, and `floor` relative to the value).
 pub fn expectations(calibration: &Path, seed: u64, floor: f64, out: &Path) -> Result<()> {
     let rows = long_csv::read(calibration)?;
+    let (experiment, profile) = sweep_of(calibration, &rows)?;
+    tracing::info!("calibrating {experiment} (profile {profile})");
     let mut spread: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     let mut examples: BTreeMap<(String, String), f64> = BTreeMap::new();
     for r in &rows {
@@ -155,20 +157,55 @@ fn tolerances(path: &Path, n: usize) -> Result<Vec<(f64, bool)>> {
     let r: Vec<Option<bool>> = r.cast(&DataType::Boolean)?.bool()?.into_iter().collect();
     (0..n)
         .map(|i| match (t.get(i).copied().flatten(), r.get(i).copied().flatten()) {
-            (Some(t), Some(r)) if t >= 0.0 => Ok((t, r)),
+            // 0 is an exact match (counts); no tolerance is infinite or NaN (it would pass anything).
+            (Some(t), Some(r)) if t.is_finite() && t >= 0.0 => Ok((t, r)),
+            (Some(t), Some(_)) => bail!(
+                "{} line {}: tolerance {t} is not a finite number >= 0; write expectations with `tram expectations`",
+                path.display(),
+                i + 2
+            ),
             _ => bail!("{} line {}: tolerance or relative missing or invalid", path.display(), i + 2),
         })
         .collect()
 }
 
+/// The one (experiment, profile) the rows of `path` belong to: calibrations and checks compare one sweep.
+fn sweep_of(path: &Path, rows: &[long_csv::Row]) -> Result<(String, String)> {
+    let sweeps: std::collections::BTreeSet<(&str, &str)> =
+        rows.iter().map(|r| (r.experiment.as_str(), r.profile.as_str())).collect();
+    match sweeps.iter().collect::<Vec<_>>()[..] {
+        [(e, p)] => Ok((e.to_string(), p.to_string())),
+        [] => bail!("{} holds no row", path.display()),
+        ref many => bail!(
+            "{} mixes {} sweeps ({}); give one experiment and profile at a time",
+            path.display(),
+            many.len(),
+            many.iter().map(|(e, p)| format!("{e}/{p}")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 /// Checks every expected row's metric in `actual` within the row's tolerance.
 pub fn check(actual: &Path, expected: &Path) -> Result<()> {
-    let got: BTreeMap<(String, String, String), f64> =
-        long_csv::read(actual)?.into_iter().map(|r| ((r.run_id, r.set, r.metric), r.value)).collect();
+    let got_rows = long_csv::read(actual)?;
     let want = long_csv::read(expected)?;
     if want.is_empty() {
         bail!("{} holds no expectation: a check against nothing proves nothing", expected.display());
     }
+    let (want_sweep, got_sweep) = (sweep_of(expected, &want)?, sweep_of(actual, &got_rows)?);
+    if want_sweep != got_sweep {
+        bail!(
+            "{} holds expectations of {}/{}, but {} holds results of {}/{}: check a sweep against its own",
+            expected.display(),
+            want_sweep.0,
+            want_sweep.1,
+            actual.display(),
+            got_sweep.0,
+            got_sweep.1
+        );
+    }
+    let got: BTreeMap<(String, String, String), f64> =
+        got_rows.into_iter().map(|r| ((r.run_id, r.set, r.metric), r.value)).collect();
     let tol = tolerances(expected, want.len())?;
     let (mut passed, mut failed) = (0, 0);
     for (r, (tol, relative)) in want.iter().zip(tol) {
@@ -180,7 +217,7 @@ pub fn check(actual: &Path, expected: &Path) -> Result<()> {
             }
             Some(&v) => {
                 let bound = if relative { tol * r.value.abs() } else { tol };
-                let ok = (v - r.value).abs() <= bound || (v.is_nan() && r.value.is_nan());
+                let ok = (v - r.value).abs() <= bound;
                 if !ok {
                     println!(
                         "DIFF    {} {} {}: expected {} got {} (tolerance {bound:.3e})",
@@ -228,6 +265,38 @@ mod tests {
         let ok = write("ok.csv", &format!("{HEAD}t,q,sam-s0,sam,0,g,in-domain,accuracy,0.5\n"));
         assert!(check(&ok, &empty).unwrap_err().to_string().contains("holds no expectation"));
         assert!(check(&ok, &ok).unwrap_err().to_string().contains("no `tolerance`"));
+        let exp = |tol: &str| {
+            let head = "experiment,profile,run_id,method,seed,set,domain,metric,value,tolerance,relative";
+            write(
+                &format!("tol-{tol}.csv"),
+                &format!("{head}\nt,q,sam-s0,sam,0,g,in-domain,accuracy,0.9,{tol},false\n"),
+            )
+        };
+        for bad in ["inf", "NaN", "-0.1"] {
+            let err = check(&ok, &exp(bad)).unwrap_err().to_string();
+            assert!(err.contains("line 2") && err.contains("is not a finite number >= 0"), "{bad}: {err}");
+        }
+        assert!(check(&ok, &exp("0.5")).is_ok(), "0.5 within 0.5 of 0.9");
+        let other = write("other.csv", &format!("{HEAD}u,q,sam-s0,sam,0,g,in-domain,accuracy,0.9\n"));
+        let err = check(&other, &exp("0.5")).unwrap_err().to_string();
+        assert!(err.contains("expectations of t/q") && err.contains("results of u/q"), "{err}");
+    }
+
+    #[test]
+    fn expectations_calibrate_one_sweep_of_unique_finite_rows() {
+        let mut text = HEAD.to_string();
+        for seed in 0..3 {
+            text.push_str(&format!("t,q,sam-s{seed},sam,{seed},g,in-domain,accuracy,0.5\n"));
+        }
+        let out = std::env::temp_dir().join(format!("tram-regress-out-{}.csv", std::process::id()));
+        let mixed = write("mixed.csv", &format!("{text}u,q,sam-s0,sam,0,g,in-domain,accuracy,0.5\n"));
+        let err = expectations(&mixed, 0, 1e-6, &out).unwrap_err().to_string();
+        assert!(err.contains("mixes 2 sweeps (t/q, u/q)"), "{err}");
+        let doubled = write("doubled.csv", &format!("{text}{}", &text[HEAD.len()..]));
+        assert!(format!("{:#}", expectations(&doubled, 0, 1e-6, &out).unwrap_err()).contains("are both run sam-s0"));
+        let nan = write("nan-cal.csv", &format!("{text}t,q,sam-s1,sam,1,g,in-domain,eval_loss,NaN\n"));
+        assert!(format!("{:#}", expectations(&nan, 0, 1e-6, &out).unwrap_err()).contains("not a finite number"));
+        assert!(!out.exists(), "nothing written");
     }
 
     #[test]

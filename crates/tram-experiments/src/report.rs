@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use tram_task::{DeviceChoice, Evaluation, Metric, RunSettings, Task, Timing};
@@ -12,6 +12,7 @@ use tram_task::{DeviceChoice, Evaluation, Metric, RunSettings, Task, Timing};
 use crate::analysis_table::{self, Analysed, AnalysisProfile};
 use crate::atomic;
 use crate::experiment::{method_id, Experiment, Profile, TableKind, TaskConfig};
+use crate::json;
 use crate::long_csv;
 use crate::paper::{self, label};
 use crate::run_csv;
@@ -35,23 +36,34 @@ pub fn pretrained<T: TaskConfig>(
     run: &RunSettings,
 ) -> Result<Option<Vec<Evaluation>>> {
     let path = runs_dir.join("pretrained.json");
-    let hash = {
-        let text = toml::to_string(&toml::Value::try_from(profile.task.identity())?)?;
-        format!("{:016x}", tram_task::fnv1a(0, text.as_bytes()))
-    };
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Ok(p) = serde_json::from_str::<Pretrained>(&text) {
-            if p.task_hash == hash {
-                return Ok(Some(p.evaluations));
-            }
+    let hash = identity_hash(&profile.task.identity())?;
+    if path.exists() {
+        match json::read::<Pretrained>(&path) {
+            Ok(p) if p.task_hash == hash => return Ok(Some(p.evaluations)),
+            Ok(_) if task.is_none() => tracing::warn!(
+                "{} was computed for another task configuration: no pre-trained row until `tram run` computes it",
+                path.display()
+            ),
+            Ok(_) => {}
+            Err(e) if task.is_none() => bail!(
+                "{e:#}: the pre-trained row cannot be shown; delete it and run the sweep again (`tram run` with the \
+                 same arguments computes it)"
+            ),
+            Err(e) => tracing::warn!("{e:#}; computing the pre-trained row again"),
         }
     }
     let Some(task) = task else { return Ok(None) };
     let Some(evaluations) = task.evaluate_pretrained(run)? else { return Ok(None) };
     let stripped: Vec<Evaluation> =
         evaluations.iter().map(|e| Evaluation { per_example: vec![], ..e.clone() }).collect();
-    atomic::write_json(&path, &Pretrained { task_hash: hash, evaluations: stripped.clone() })?;
+    json::write(&path, &Pretrained { task_hash: hash, evaluations: stripped.clone() })?;
     Ok(Some(stripped))
+}
+
+/// The hash of an identity (a task's, a run's): what a record kept beside the runs was computed for.
+fn identity_hash<V: Serialize>(identity: &V) -> Result<String> {
+    let text = toml::to_string(&toml::Value::try_from(identity)?)?;
+    Ok(format!("{:016x}", tram_task::fnv1a(0, text.as_bytes())))
 }
 
 /// Step times measured for a variants table, kept beside the runs so that any process can write the table.
@@ -60,13 +72,17 @@ struct StepTimes {
     /// The method entries measured, in the profile's order.
     methods: Vec<String>,
     device: String,
+    /// What they were measured on: the task and the first method's run settings (batch size, base optimizer,
+    /// ...), as [`identity_hash`] hashes them (absent: measured before this was recorded, so measured again).
+    #[serde(default)]
+    measured_for: String,
     timings: Vec<Timing>,
 }
 
 /// The step times of the profile's methods: read from `<runs>/timing.json` when it holds these methods (measured
 /// on the same kind of device as `measure`'s, when given), else measured with `measure` (the task and the device)
 /// and written there.
-pub fn timings<T>(
+pub fn timings<T: TaskConfig>(
     runs_dir: &Path,
     profile: &Profile<T>,
     measure: Option<(&dyn Task, DeviceChoice)>,
@@ -74,18 +90,32 @@ pub fn timings<T>(
     let path = runs_dir.join("timing.json");
     let methods: Vec<String> = profile.methods.iter().map(method_id).collect();
     let device = measure.map(|(_, d)| d.resolve().map(|d| format!("{d:?}"))).transpose()?;
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Ok(t) = serde_json::from_str::<StepTimes>(&text) {
-            let same_device = device.as_ref().is_none_or(|d| *d == t.device);
-            if t.methods == methods && t.timings.len() == methods.len() && same_device {
-                return Ok(Some(t.timings));
+    let first = profile.run_settings(&profile.methods[0], 0, DeviceChoice::Auto);
+    let measured_for = identity_hash(&crate::run_dir::RunConfig { run: first, task: profile.task.identity() })?;
+    if path.exists() {
+        match json::read::<StepTimes>(&path) {
+            Ok(t) => {
+                let same_device = device.as_ref().is_none_or(|d| *d == t.device);
+                let same = t.methods == methods && t.timings.len() == methods.len() && t.measured_for == measured_for;
+                if same && same_device {
+                    return Ok(Some(t.timings));
+                }
             }
+            Err(e) => tracing::warn!("{e:#}; the step times are measured again"),
         }
     }
     let (Some((task, choice)), Some(device)) = (measure, device) else { return Ok(None) };
     let timings = crate::sweep::measure_timing(profile, task, choice, profile.timing_rounds.unwrap_or(10))?;
-    atomic::write_json(&path, &StepTimes { methods, device, timings: timings.clone() })?;
+    json::write(&path, &StepTimes { methods, device, measured_for, timings: timings.clone() })?;
     Ok(Some(timings))
+}
+
+/// Removes what a killed report of `stem` left in `results` (`.<stem>….tmp-<pid>-<host>` of a dead process).
+fn remove_debris(results: &Path, stem: &str) -> Result<()> {
+    for path in tram_task::kit::atomic::remove_debris(results, stem)? {
+        tracing::info!("removed {}, left by a killed process", path.display());
+    }
+    Ok(())
 }
 
 /// What the report needs besides the runs.
@@ -106,6 +136,7 @@ pub struct ReportInput<'a, T> {
 pub fn write<T>(input: ReportInput<'_, T>, summaries: &[Summary]) -> Result<()> {
     let ReportInput { exp, runs_dir, profile_name, profile, results, paper_dir, timings, pretrained } = input;
     let stem = format!("{}-{profile_name}", exp.file.name);
+    remove_debris(results, &stem)?;
     let long_path = results.join(format!("{stem}-long.csv"));
     let rows = long_csv::summary_rows(&exp.file.name, profile_name, summaries);
     atomic::write_csv(&long_path, &mut long_csv::frame(&rows)?)?;
@@ -184,6 +215,7 @@ pub fn write_analysis<T>(
     paper_dir: &Path,
 ) -> Result<()> {
     let stem = format!("{}-{profile_name}", exp.file.name);
+    remove_debris(results, &stem)?;
     let long_path = results.join(format!("{stem}-long.csv"));
     let rows = analysis_table::long_rows(&exp.file.name, profile_name, analysed);
     atomic::write_csv(&long_path, &mut long_csv::frame(&rows)?)?;
@@ -274,16 +306,74 @@ mod tests {
             extra_memory_bytes: 8,
             param_bytes: 4,
         };
+        let first = profile.run_settings(&profile.methods[0], 0, DeviceChoice::Auto);
         let stored = StepTimes {
             methods: profile.methods.iter().map(method_id).collect(),
             device: "Cpu".into(),
+            measured_for: identity_hash(&crate::run_dir::RunConfig { run: first, task: profile.task.identity() })
+                .unwrap(),
             timings: profile.methods.iter().map(timing).collect(),
         };
-        atomic::write_json(&dir.join("timing.json"), &stored).unwrap();
+        json::write(&dir.join("timing.json"), &stored).unwrap();
         let read = timings(&dir, &profile, None).unwrap().expect("written by another process of the sweep");
         assert_eq!(read, stored.timings);
         let fewer: Profile = exp.profile("quick", &["methods=[{name=\"sam\"}]".into()]).unwrap();
         assert!(timings(&dir, &fewer, None).unwrap().is_none(), "measured for other methods");
+        let larger: Profile = exp.profile("quick", &["task.image_size=64".into()]).unwrap();
+        assert!(timings(&dir, &larger, None).unwrap().is_none(), "measured on other images");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_unreadable_pretrained_row_is_named_not_dropped() {
+        let exp =
+            Experiment::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table4.toml")).unwrap();
+        let profile: Profile = exp.profile("quick", &[]).unwrap();
+        let dir = std::env::temp_dir().join(format!("tram-report-pretrained-{}", std::process::id()));
+        let run = profile.run_settings(&profile.methods[0], 0, DeviceChoice::Cpu);
+        assert!(pretrained(&dir, &profile, None, &run).unwrap().is_none(), "none computed yet");
+        atomic::write_bytes(&dir.join("pretrained.json"), b"{\"task_hash\": \"0\", \"evaluations\": [").unwrap();
+        let err = format!("{:#}", pretrained(&dir, &profile, None, &run).unwrap_err());
+        assert!(err.contains("pretrained.json does not read") && err.contains("`tram run`"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn runs_that_report_no_evaluation_make_a_table_and_no_plot() {
+        let exp =
+            Experiment::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table3.toml")).unwrap();
+        let profile: Profile = exp.profile("quick", &["methods=[{name=\"base\"}, {name=\"sam\"}]".into()]).unwrap();
+        let results = std::env::temp_dir().join(format!("tram-report-empty-{}", std::process::id()));
+        let metric = tram_task::Metric::Accuracy;
+        let eval = |v| Summary::eval("google", tram_task::Domain::InDomain, metric, v);
+        let diverged = tram_task::Diverged { steps: 2, what: "the training loss of step 1 is NaN".into() };
+        let summaries = vec![
+            Summary { evaluations: vec![], ..Summary::fixture("base", 0, metric, vec![]) },
+            Summary { diverged: Some(diverged.clone()), ..Summary::fixture("sam", 0, metric, vec![]) },
+        ];
+        let input = |profile| ReportInput {
+            exp: &exp,
+            runs_dir: &results,
+            profile_name: "quick",
+            profile,
+            results: &results,
+            paper_dir: &results,
+            timings: None,
+            pretrained: None,
+        };
+        // Used to spin forever drawing a plot of nothing.
+        write(input(&profile), &summaries).unwrap();
+        assert!(!results.join("table3-quick.png").exists());
+        // A method whose every run diverged shows it; its run has a row that says after how many steps.
+        let summaries = vec![
+            Summary::fixture("base", 0, metric, vec![eval(0.5)]),
+            Summary { diverged: Some(diverged), ..Summary::fixture("sam", 0, metric, vec![]) },
+        ];
+        write(input(&profile), &summaries).unwrap();
+        let table = std::fs::read_to_string(results.join("table3-quick.csv")).unwrap();
+        assert!(table.contains("\nSAM,0 (+1 diverged),diverged"), "{table}");
+        let long = std::fs::read_to_string(results.join("table3-quick-long.csv")).unwrap();
+        assert!(long.contains("sam-s0,sam,0,\"\",\"\",diverged_after_steps,2.0"), "{long}");
+        std::fs::remove_dir_all(&results).ok();
     }
 }

@@ -1,18 +1,21 @@
 //! Run folders: `results/runs/<experiment>/<profile>/<run-id>/` hold the resolved config, `lock` (who trains or
 //! trained it), `attempts.json` (every process that trained it, and from which step), `checkpoint/` while it
-//! trains, then `meta.json`, `steps.csv`, `evals.csv`, `examples.csv` and, written last, `summary.json`, which
-//! marks the run as finished. Every file but `lock` is written atomically. A sweep started again skips finished
-//! runs whose identity is unchanged, resumes unfinished ones from their checkpoint, and refuses — naming the keys
-//! that differ — to overwrite a run (finished, or checkpointed) whose identity changed.
+//! trains, then `meta.json`, `steps.csv`, `evals.csv`, `examples.csv`, with `keep_weights` `model.safetensors`
+//! and its checksum, and, written last, `summary.json`, which marks the run as finished. Every file but `lock` is
+//! written atomically. A sweep started again skips finished runs whose identity is unchanged, resumes unfinished
+//! ones from their checkpoint (once its checksums and the identity it was trained under match), and refuses —
+//! naming the keys that differ, or the damaged file — to overwrite a run (finished, or checkpointed) whose
+//! identity changed; `--fresh` moves such a run aside.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tram_task::{Checkpoints, RunResult, RunSettings};
+use tram_task::{Checkpoints, Metric, RunResult, RunSettings};
 
 use crate::atomic::{self, now_s};
 use crate::experiment::{TaskConfig, TaskSpec};
+use crate::json;
 use crate::lock::{self, Claim, Holder, RunLock};
 use crate::run_csv::{evals_frame, examples_frame, steps_frame};
 use crate::summary::Summary;
@@ -100,11 +103,16 @@ pub enum Status {
     Changed { finished: bool, keys: String },
     /// `summary.json` does not read.
     Unreadable(String),
+    /// A file the run needs (an unfinished run's checkpoint or `attempts.json`, a finished run's saved weights) is
+    /// not what was written: the file, and what is wrong.
+    Damaged(PathBuf, String),
 }
 
 pub const LOCK: &str = "lock";
 pub const CHECKPOINT: &str = "checkpoint";
 pub const ATTEMPTS: &str = "attempts.json";
+/// The selected epoch's trainable parameters (with `keep_weights`), beside `model.safetensors.sha256`.
+pub const WEIGHTS: &str = "model.safetensors";
 
 impl RunDir {
     pub fn new(root: &Path, experiment: &str, profile: &str, run_id: &str) -> Self {
@@ -145,12 +153,21 @@ impl RunDir {
         }
     }
 
-    /// What the folder holds for `config`.
+    /// What the folder holds for `config`. A checkpoint is checked against its checksums and judged by the
+    /// identity stored with it (`config.resolved.toml` only for a checkpoint written without one).
     pub fn status<T: TaskConfig>(&self, config: &RunConfig<T>) -> Result<Status> {
         let summary_path = self.dir.join("summary.json");
         if !summary_path.exists() {
-            let checkpointed = self.checkpoints(0).latest()?.is_some();
-            if let Some(old) = self.started_identity::<T>().filter(|_| checkpointed) {
+            if let Err(e) = self.attempts() {
+                return Ok(Status::Damaged(self.dir.join(ATTEMPTS), format!("{:#}", e.root_cause())));
+            }
+            let latest = match self.checkpoints(0).check() {
+                Ok(latest) => latest,
+                Err(tram_task::Error::Changed { path, message }) => return Ok(Status::Damaged(path, message)),
+                Err(e) => return Err(e.into()),
+            };
+            let Some(latest) = latest else { return Ok(Status::Unfinished) };
+            if let Some(old) = latest.identity.or_else(|| self.started_identity::<T>()) {
                 if old != config.identity() {
                     let keys = differences(&old, &config.identity(), 8).join("; ");
                     return Ok(Status::Changed { finished: false, keys });
@@ -158,15 +175,15 @@ impl RunDir {
             }
             return Ok(Status::Unfinished);
         }
-        let summary: Summary = match std::fs::read_to_string(&summary_path)
-            .map_err(anyhow::Error::from)
-            .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
-        {
+        let summary: Summary = match json::read(&summary_path) {
             Ok(s) => s,
-            Err(e) => return Ok(Status::Unreadable(e.to_string())),
+            Err(e) => return Ok(Status::Unreadable(format!("{:#}", e.root_cause()))),
         };
         if summary.config_hash == config.hash() {
-            Ok(Status::Finished(Box::new(summary)))
+            match self.damaged_weights() {
+                Some((file, why)) => Ok(Status::Damaged(file, why)),
+                None => Ok(Status::Finished(Box::new(summary))),
+            }
         } else {
             Ok(Status::Changed { finished: true, keys: self.changed_keys(config, &summary.config_hash) })
         }
@@ -198,7 +215,15 @@ impl RunDir {
                 h.map_or_else(|| "another process".to_string(), |h| h.to_string())
             ),
         };
-        let aside = self.dir.with_file_name(format!("{}.old-{}", self.run_id, now_s()));
+        // A second move within the same second gets `-1`, `-2`, ...: nothing moved aside is overwritten.
+        let stamp = now_s();
+        let aside = (0..)
+            .map(|k| match k {
+                0 => self.dir.with_file_name(format!("{}.old-{stamp}", self.run_id)),
+                k => self.dir.with_file_name(format!("{}.old-{stamp}-{k}", self.run_id)),
+            })
+            .find(|p| !p.exists())
+            .expect("a free name");
         std::fs::rename(&self.dir, &aside).with_context(|| format!("moving {} aside", self.dir.display()))?;
         tracing::warn!("moved the earlier run to {}", aside.display());
         Ok(())
@@ -220,6 +245,17 @@ impl RunDir {
                 self.move_aside()?;
                 Ok(RunState::Todo)
             }
+            Status::Damaged(file, why) if fresh => {
+                tracing::warn!("{}: {why}; redoing the run", file.display());
+                self.move_aside()?;
+                Ok(RunState::Todo)
+            }
+            Status::Damaged(file, why) => bail!(
+                "{}: {why}: the run cannot be used as it is; pass --fresh to move its folder aside (kept as \
+                 {}.old-<time>) and run it again",
+                file.display(),
+                self.run_id
+            ),
             Status::Unreadable(e) => bail!(
                 "{} does not read ({e}): the run was cut short while finishing or the file was damaged; \
                  pass --fresh to move the folder aside and run it again",
@@ -301,22 +337,39 @@ impl RunDir {
     pub fn attempts(&self) -> Result<Vec<Attempt>> {
         let path = self.dir.join(ATTEMPTS);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display())),
+            Ok(text) => serde_json::from_str(&text).with_context(|| {
+                format!("{} does not read; pass --fresh to move the run aside and start it over", path.display())
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
 
-    /// Writes everything about a finished run; `summary.json` last.
+    /// Why the saved weights (`model.safetensors`) cannot be trusted, if they cannot: the file, and what changed
+    /// since it was written. Weights written before checksums were kept pass.
+    pub fn damaged_weights(&self) -> Option<(PathBuf, String)> {
+        match tram_task::kit::checksum::verify_sidecar(&self.dir.join(WEIGHTS)) {
+            Ok(_) => None,
+            Err(tram_task::Error::Changed { path, message }) => Some((path, message)),
+            Err(e) => Some((self.dir.join(WEIGHTS), e.to_string())),
+        }
+    }
+
+    /// Writes everything about a finished (or diverged) run; `summary.json` last. `metric` is the task's.
     pub fn write<T: TaskConfig>(
         &self,
         ctx: &WriteContext,
         config: &RunConfig<T>,
         method_id: &str,
+        metric: Metric,
         result: &RunResult,
     ) -> Result<Summary> {
-        let summary = Summary::from_result(&self.run_id, method_id, &config.run, config.hash(), result)?;
-        let selected = result.selected_epoch().context("the run evaluated no epoch")?;
+        let summary = Summary::from_result(&self.run_id, method_id, &config.run, config.hash(), metric, result)?;
+        // A diverged run keeps no per-example values: its evaluations are not numbers.
+        let selected = match &result.diverged {
+            Some(_) => &[][..],
+            None => &result.selected_epoch().context("the run evaluated no epoch")?.evals[..],
+        };
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         atomic::write_bytes(&self.dir.join("config.resolved.toml"), toml::to_string(config)?.as_bytes())?;
         let meta = Meta {
@@ -340,13 +393,13 @@ impl RunDir {
         atomic::write_json(&self.dir.join("meta.json"), &meta)?;
         atomic::write_csv(&self.dir.join("steps.csv"), &mut steps_frame(&result.steps)?)?;
         atomic::write_csv(&self.dir.join("evals.csv"), &mut evals_frame(result)?)?;
-        atomic::write_csv(&self.dir.join("examples.csv"), &mut examples_frame(&selected.evals)?)?;
+        atomic::write_csv(&self.dir.join("examples.csv"), &mut examples_frame(selected)?)?;
         let mut attempts = self.attempts()?;
         if let Some(mine) = attempts.iter_mut().rev().find(|a| a.pid == meta.pid && a.host == meta.host) {
             mine.finished_unix_s = Some(meta.end_unix_s);
             atomic::write_json(&self.dir.join(ATTEMPTS), &attempts)?;
         }
-        atomic::write_json(&self.dir.join("summary.json"), &summary)?;
+        json::write(&self.dir.join("summary.json"), &summary)?;
         // A kill before this line leaves a finished run with its last checkpoint: harmless, it is never resumed.
         self.checkpoints(0).remove().with_context(|| format!("removing {}", self.dir.join(CHECKPOINT).display()))?;
         Ok(summary)
@@ -361,118 +414,4 @@ pub struct WriteContext<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tram_core::{BaseConfig, LrSchedule, MethodConfig, MethodName, OptimizerConfig};
-
-    fn config(epochs: usize, workers: usize) -> RunConfig {
-        let opt =
-            OptimizerConfig::new(MethodConfig::new(MethodName::Sam), BaseConfig::sgd(), LrSchedule::constant(0.1));
-        let task =
-            tram_vision::transfer::TransferConfig { workers, ..tram_vision::transfer::TransferConfig::embedded() };
-        RunConfig { run: RunSettings::new(opt, epochs, 32), task: TaskSpec::ImageTransfer(task) }
-    }
-
-    fn summary(hash: &str) -> Summary {
-        Summary { config_hash: hash.into(), ..Summary::fixture("sam", 0, tram_task::Metric::Accuracy, vec![]) }
-    }
-
-    #[test]
-    fn identity_ignores_device_and_threads_but_not_settings() {
-        let a = config(2, 1);
-        let mut b = config(2, 4);
-        b.run.device = tram_task::DeviceChoice::Cpu;
-        assert_eq!(a.hash(), b.hash(), "device choice and decoding threads cannot change a result");
-        let c = config(3, 1);
-        assert_ne!(a.hash(), c.hash());
-        assert_eq!(differences(&a.identity(), &c.identity(), 8), ["run.epochs: 2 → 3"]);
-    }
-
-    #[test]
-    fn finished_runs_are_skipped_and_never_silently_replaced() {
-        let root = std::env::temp_dir().join(format!("tram-runs-{}", std::process::id()));
-        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
-        let cfg = config(2, 1);
-        assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Todo), "no folder: to do");
-        std::fs::create_dir_all(&dir.dir).unwrap();
-        std::fs::write(dir.dir.join("steps.csv"), "step\n0\n").unwrap();
-        assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Todo), "no summary: interrupted, redo");
-        atomic::write_bytes(&dir.dir.join("config.resolved.toml"), toml::to_string(&cfg).unwrap().as_bytes()).unwrap();
-        atomic::write_json(&dir.dir.join("summary.json"), &summary(&cfg.hash())).unwrap();
-        assert!(matches!(dir.state(&cfg, false).unwrap(), RunState::Done), "same identity: skip");
-        let err = dir.state(&config(3, 1), false).err().expect("a changed config must not be overwritten").to_string();
-        assert!(err.contains("--fresh") && err.contains("run.epochs: 2 → 3"), "{err}");
-        assert!(dir.dir.join("summary.json").exists(), "the finished run is untouched");
-        assert!(matches!(dir.state(&config(3, 1), true).unwrap(), RunState::Todo));
-        let kept: Vec<_> = std::fs::read_dir(dir.dir.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        assert!(kept.iter().any(|n| n.starts_with("sam-s0.old-")), "moved aside, not deleted: {kept:?}");
-        std::fs::remove_dir_all(&root).ok();
-    }
-
-    #[test]
-    fn an_empty_summary_says_what_to_do_and_fresh_redoes_it() {
-        let root = std::env::temp_dir().join(format!("tram-runs-empty-{}", std::process::id()));
-        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
-        std::fs::create_dir_all(&dir.dir).unwrap();
-        std::fs::write(dir.dir.join("summary.json"), b"").unwrap();
-        let err = dir.state(&config(2, 1), false).err().unwrap().to_string();
-        assert!(err.contains("summary.json") && err.contains("--fresh"), "{err}");
-        assert!(matches!(dir.state(&config(2, 1), true).unwrap(), RunState::Todo));
-        std::fs::remove_dir_all(&root).ok();
-    }
-
-    #[test]
-    fn an_interrupted_run_resumes_only_under_its_own_identity() {
-        let root = std::env::temp_dir().join(format!("tram-runs-unfinished-{}", std::process::id()));
-        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
-        let me = crate::lock::Holder::me();
-        dir.begin(&config(2, 1), &me, None).unwrap();
-        assert_eq!(dir.describe_unfinished().unwrap(), "interrupted before its first checkpoint");
-        std::fs::create_dir_all(dir.dir.join(CHECKPOINT).join("step-00000003")).unwrap();
-        assert!(dir.describe_unfinished().unwrap().contains("interrupted after step 3"));
-        assert!(matches!(dir.state(&config(2, 4), false).unwrap(), RunState::Todo), "threads: same identity, resume");
-        let err = dir.state(&config(3, 1), false).err().expect("another identity must not resume").to_string();
-        assert!(err.contains("unfinished run of another configuration") && err.contains("run.epochs: 2 → 3"), "{err}");
-        assert!(err.contains("--fresh"), "{err}");
-        assert!(matches!(dir.state(&config(3, 1), true).unwrap(), RunState::Todo));
-        assert!(!dir.dir.exists(), "moved aside");
-        std::fs::remove_dir_all(&root).ok();
-    }
-
-    #[test]
-    fn a_claimed_run_loses_what_killed_writers_left_and_records_each_attempt() {
-        let root = std::env::temp_dir().join(format!("tram-runs-begin-{}", std::process::id()));
-        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
-        std::fs::create_dir_all(dir.dir.join(CHECKPOINT).join(".step-00000002.tmp-99")).unwrap();
-        std::fs::write(dir.dir.join(".evals.csv.tmp-123"), b"half").unwrap();
-        std::fs::write(dir.dir.join("steps.csv"), b"kept").unwrap();
-        let me = crate::lock::Holder::me();
-        dir.begin(&config(2, 1), &me, None).unwrap();
-        dir.begin(&config(2, 1), &me, Some(40)).unwrap();
-        assert!(!dir.dir.join(".evals.csv.tmp-123").exists() && dir.dir.join("steps.csv").exists());
-        assert_eq!(std::fs::read_dir(dir.dir.join(CHECKPOINT)).unwrap().count(), 0);
-        let attempts = dir.attempts().unwrap();
-        assert_eq!(attempts.iter().map(|a| a.resumed_from_step).collect::<Vec<_>>(), [None, Some(40)]);
-        assert!(attempts.iter().all(|a| a.pid == std::process::id() && a.finished_unix_s.is_none()));
-        std::fs::remove_dir_all(&root).ok();
-    }
-
-    #[test]
-    fn moving_aside_a_run_another_process_trains_is_refused() {
-        let root = std::env::temp_dir().join(format!("tram-runs-busy-{}", std::process::id()));
-        let dir = RunDir::new(&root, "table3", "quick", "sam-s0");
-        std::fs::create_dir_all(&dir.dir).unwrap();
-        std::fs::write(dir.dir.join("summary.json"), b"").unwrap();
-        let Claim::Claimed(mut lock, _) = dir.try_claim().unwrap() else { panic!("free") };
-        lock.training().unwrap();
-        let err = dir.state(&config(2, 1), true).err().expect("busy").to_string();
-        assert!(err.contains("is being trained by pid"), "{err}");
-        assert!(dir.describe_unfinished().unwrap().starts_with("being trained by pid"));
-        drop(lock);
-        assert!(matches!(dir.state(&config(2, 1), true).unwrap(), RunState::Todo));
-        std::fs::remove_dir_all(&root).ok();
-    }
-}
+mod tests;

@@ -9,6 +9,74 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::SlurmOptions;
 
+/// Checks every option before anything is written into the script: Slurm's own syntax for `--time` and `--mem`,
+/// counts of at least 1, and no character in any value that could end the script's line or a quoted word (a
+/// control character such as a newline): the script runs what it says and nothing else.
+pub fn validate(opts: &SlurmOptions, profile: &str) -> Result<()> {
+    if !is_slurm_time(&opts.time) {
+        bail!(
+            "--time {:?}: not a Slurm time limit; use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS \
+             (e.g. --time 24:00:00)",
+            opts.time
+        );
+    }
+    if let Some(mem) = &opts.mem {
+        if !is_slurm_memory(mem) {
+            bail!(
+                "--mem {mem:?}: not a Slurm memory size; use a whole number with an optional unit K, M, G or T \
+                 (e.g. --mem 32G)"
+            );
+        }
+    }
+    if let Some(p) = &opts.partition {
+        if p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.,".contains(c)) {
+            bail!("--partition {p:?}: a partition name (or a comma-separated list) of letters, digits, `_`, `-`, `.`");
+        }
+    }
+    for (name, n) in [("--gpus-per-task", opts.gpus_per_task), ("--cpus-per-task", Some(opts.cpus_per_task))] {
+        if n == Some(0) {
+            bail!("{name} 0: a task needs at least 1");
+        }
+    }
+    for extra in &opts.sbatch {
+        if !extra.starts_with('-') || extra.chars().any(char::is_whitespace) {
+            bail!("--sbatch {extra:?}: one sbatch option without spaces, e.g. --sbatch=--account=proj");
+        }
+    }
+    let texts = [("--profile", profile.to_string()), ("--device", opts.sweep.device.clone())]
+        .into_iter()
+        .chain(opts.sweep.overrides.iter().map(|o| ("--set", o.clone())))
+        .chain(opts.sbatch.iter().map(|s| ("--sbatch", s.clone())))
+        .chain(
+            [&opts.sweep.experiment, &opts.sweep.results, &opts.sweep.paper]
+                .map(|p| ("a path", p.display().to_string())),
+        );
+    for (what, text) in texts {
+        if let Some(c) = text.chars().find(|c| c.is_control()) {
+            bail!("{what} {text:?}: holds the control character {c:?}, which would end a line of the script");
+        }
+    }
+    Ok(())
+}
+
+/// Slurm's time formats: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S` (whole numbers).
+fn is_slurm_time(t: &str) -> bool {
+    let numbers = |s: &str, max: usize| {
+        let parts: Vec<&str> = s.split(':').collect();
+        parts.len() <= max && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    match t.split_once('-') {
+        Some((days, rest)) => numbers(days, 1) && numbers(rest, 3),
+        None => numbers(t, 3),
+    }
+}
+
+/// Slurm's memory sizes: a whole number, optionally followed by K, M, G or T.
+fn is_slurm_memory(m: &str) -> bool {
+    let digits = m.strip_suffix(['K', 'M', 'G', 'T']).unwrap_or(m);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// `text` as one shell word.
 fn quote(text: &str) -> String {
     if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c)) {
@@ -33,6 +101,13 @@ pub struct ScriptPaths {
 
 /// The script text for a sweep of `runs` runs of the profile `profile`, named `name` (`<experiment>-<profile>`).
 pub fn script(opts: &SlurmOptions, profile: &str, name: &str, runs: usize, paths: &ScriptPaths) -> Result<String> {
+    validate(opts, profile)?;
+    for path in [&paths.tram, &paths.workdir, &paths.experiment, &paths.results, &paths.paper] {
+        let text = path.display().to_string();
+        if let Some(c) = text.chars().find(|c| c.is_control()) {
+            bail!("the path {text:?} holds the control character {c:?}, which would end a line of the script");
+        }
+    }
     let tasks = opts.tasks.unwrap_or(runs);
     if tasks == 0 {
         bail!("--tasks must be at least 1");
@@ -75,9 +150,6 @@ pub fn script(opts: &SlurmOptions, profile: &str, name: &str, runs: usize, paths
         s += &format!("#SBATCH --partition={p}\n");
     }
     for extra in &opts.sbatch {
-        if extra.contains('\n') {
-            bail!("--sbatch {extra:?}: one option per --sbatch, on one line");
-        }
         s += &format!("#SBATCH {extra}\n");
     }
     s += &format!("#SBATCH --output={}\n", logs.join(format!("{name}-%A_%a.out")).display());
@@ -184,5 +256,32 @@ mod tests {
         let more = SlurmOptions { tasks: Some(100), ..opts() };
         assert!(script(&more, "paper", "t", 6, &paths()).unwrap().contains("--array=0-5%8"), "no task without a run");
         assert!(script(&SlurmOptions { tasks: Some(0), ..opts() }, "paper", "t", 6, &paths()).is_err());
+    }
+
+    #[test]
+    fn every_option_is_checked_and_nothing_can_end_a_line_of_the_script() {
+        let refused = |o: SlurmOptions, what: &str| {
+            let err =
+                script(&o, "paper", "t", 6, &paths()).err().unwrap_or_else(|| panic!("{what}: accepted")).to_string();
+            assert!(err.contains(what), "{what}: {err}");
+        };
+        let sweep = |overrides: Vec<String>| SweepArgs { overrides, ..opts().sweep };
+        refused(SlurmOptions { partition: Some("gpu\nrm -rf ~".into()), ..opts() }, "--partition");
+        refused(SlurmOptions { time: "1:00\nrm -rf ~".into(), ..opts() }, "--time");
+        refused(SlurmOptions { time: "bogus".into(), ..opts() }, "not a Slurm time limit");
+        refused(SlurmOptions { mem: Some("lots".into()), ..opts() }, "not a Slurm memory size");
+        refused(SlurmOptions { gpus_per_task: Some(0), ..opts() }, "--gpus-per-task 0");
+        refused(SlurmOptions { cpus_per_task: 0, ..opts() }, "--cpus-per-task 0");
+        refused(SlurmOptions { sbatch: vec!["--account=a\nrm -rf ~".into()], ..opts() }, "--sbatch");
+        refused(SlurmOptions { sweep: sweep(vec!["epochs=1\nrm -rf ~".into()]), ..opts() }, "control character");
+        for time in ["90", "30:00", "24:00:00", "2-00", "2-12:00", "1-00:00:00"] {
+            assert!(script(&SlurmOptions { time: time.into(), ..opts() }, "paper", "t", 6, &paths()).is_ok(), "{time}");
+        }
+        let ok = SlurmOptions { mem: Some("32G".into()), partition: Some("gpu,gpu-large".into()), ..opts() };
+        let text = script(&ok, "paper", "t", 6, &paths()).unwrap();
+        assert!(text.contains("#SBATCH --mem=32G\n#SBATCH --partition=gpu,gpu-large\n"), "{text}");
+        // A quote in a value stays inside its word.
+        let quoted = SlurmOptions { sweep: sweep(vec!["task.model.dir=/data/it's".into()]), ..opts() };
+        assert!(script(&quoted, "paper", "t", 6, &paths()).unwrap().contains("--set 'task.model.dir=/data/it'\\''s'"));
     }
 }

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tram_core::{MethodConfig, StepReport};
-use tram_task::{Domain, Evaluation, Metric, RunResult, RunSettings, Split};
+use tram_task::{Diverged, Domain, Evaluation, Metric, RunResult, RunSettings, Split};
 
 /// A finished run's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,26 +36,39 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_sigma: Option<f64>,
     pub train_seconds: f64,
+    /// Set when the run stopped because its loss or an evaluation stopped being finite: it reports no
+    /// evaluation, and the tables show it as diverged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<Diverged>,
 }
 
 /// How many first steps the summary keeps.
 pub const EARLY_STEPS: usize = 3;
 
 impl Summary {
-    /// The summary of a run's result: the reported epoch's evaluations without their per-example values, the
-    /// passes per step averaged over the steps not skipped.
+    /// The summary of a run's result: the reported epoch's evaluations without their per-example values (none for
+    /// a diverged run), the passes per step averaged over the steps not skipped. `metric` is the task's.
     pub fn from_result(
         run_id: &str,
         method_id: &str,
         run: &RunSettings,
         config_hash: String,
+        metric: Metric,
         result: &RunResult,
     ) -> Result<Summary> {
-        let selected = result.selected_epoch().context("the run evaluated no epoch")?;
-        if selected.evals.is_empty() {
-            bail!("run {run_id}: the task returned no evaluation");
-        }
-        let last = result.epochs.last().context("the run evaluated no epoch")?;
+        let (selected_epoch, evaluations) = match &result.diverged {
+            Some(_) => (0, vec![]),
+            None => {
+                let selected = result.selected_epoch().context("the run evaluated no epoch")?;
+                if selected.evals.is_empty() {
+                    bail!("run {run_id}: the task returned no evaluation");
+                }
+                (
+                    selected.epoch,
+                    selected.evals.iter().map(|e| Evaluation { per_example: vec![], ..e.clone() }).collect(),
+                )
+            }
+        };
         let done: Vec<&StepReport> = result.steps.iter().filter(|s| !s.skipped).collect();
         let per = |f: &dyn Fn(&StepReport) -> f64| {
             if done.is_empty() {
@@ -71,20 +84,21 @@ impl Summary {
             seed: run.seed(),
             config_hash,
             device: result.device.clone(),
-            metric: selected.evals[0].metric,
+            metric,
             steps: result.steps.len() as u64,
             skipped_steps: (result.steps.len() - done.len()) as u64,
-            selected_epoch: selected.epoch,
-            final_train_loss: last.train_loss,
+            selected_epoch,
+            final_train_loss: result.epochs.last().map_or(f64::NAN, |e| e.train_loss),
             early_steps: result.steps.iter().take(EARLY_STEPS).cloned().collect(),
             last_step_loss: result.steps.last().map_or(f64::NAN, |s| s.loss),
-            evaluations: selected.evals.iter().map(|e| Evaluation { per_example: vec![], ..e.clone() }).collect(),
+            evaluations,
             forward_passes_per_step: per(&|s| s.forward_passes as f64 / s.micro_batches as f64),
             backward_passes_per_step: per(&|s| s.backward_passes as f64 / s.micro_batches as f64),
             param_bytes: result.param_bytes,
             extra_memory_bytes: result.extra_memory_bytes,
             noise_sigma: result.noise_sigma,
             train_seconds: result.epochs.iter().map(|e| e.train_seconds).sum(),
+            diverged: result.diverged.clone(),
         })
     }
 
@@ -172,6 +186,7 @@ impl Summary {
             extra_memory_bytes: 4,
             noise_sigma: None,
             train_seconds: 1.0,
+            diverged: None,
         }
     }
 
@@ -187,5 +202,27 @@ impl Summary {
             examples: 10,
             per_example: vec![],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_reads_back_every_value_it_wrote_nan_and_infinities_included() {
+        let mut s = Summary::fixture("sam", 0, Metric::Perplexity, vec![]);
+        s.last_step_loss = f64::NAN;
+        s.final_train_loss = f64::INFINITY;
+        s.early_steps[0].perturbed_loss = Some(f64::NEG_INFINITY);
+        s.diverged = Some(Diverged { steps: 1, what: "the training loss of step 0 is NaN".into() });
+        let path = std::env::temp_dir().join(format!("tram-summary-{}.json", std::process::id()));
+        crate::json::write(&path, &s).unwrap();
+        let back: Summary = crate::json::read(&path).unwrap();
+        assert!(back.last_step_loss.is_nan() && back.final_train_loss == f64::INFINITY);
+        assert_eq!(back.early_steps, s.early_steps);
+        assert_eq!(back.diverged, s.diverged);
+        assert_eq!(crate::json::to_string(&back).unwrap(), std::fs::read_to_string(&path).unwrap());
+        std::fs::remove_file(&path).ok();
     }
 }

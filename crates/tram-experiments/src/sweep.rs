@@ -13,7 +13,7 @@ use tram_task::{DeviceChoice, RunContext, Task, Timing};
 use crate::atomic::now_s;
 use crate::experiment::{method_id, run_id, Experiment, Profile, TaskConfig, TaskSpec};
 use crate::lock::{Claim, Holder, RunLock};
-use crate::run_dir::{RunConfig, RunDir, RunState, Status, WriteContext};
+use crate::run_dir::{RunConfig, RunDir, RunState, Status, WriteContext, WEIGHTS};
 use crate::summary::Summary;
 
 /// `K/N`: the runs whose position in the sweep is K modulo N (positions from 0, in the profile's order: method
@@ -130,6 +130,7 @@ pub fn collect<T: TaskConfig>(planned: &[Planned<T>]) -> Result<SweepOutcome> {
                 format!("{} under another configuration ({keys})", if finished { "finished" } else { "started" })
             }
             Status::Unreadable(e) => format!("its summary.json does not read ({e})"),
+            Status::Damaged(file, why) => format!("{}: {why}", file.display()),
         };
         outcome.missing.push((p.id.clone(), why));
     }
@@ -205,7 +206,7 @@ impl<T: TaskConfig> Trainer<'_, T> {
         if let Some(h) = stale {
             self.mp.suspend(|| tracing::warn!("{}: taking over from {h}, which stopped while training it", p.id));
         }
-        let checkpoints = p.dir.checkpoints(self.profile.checkpoint_every);
+        let checkpoints = p.dir.checkpoints(self.profile.checkpoint_every).with_identity(p.config.identity());
         let resumed_from = checkpoints.latest()?.map(|(step, _)| step);
         if resumed_from.is_none() {
             if let Some(from) = self.finished_elsewhere(p)? {
@@ -232,20 +233,28 @@ impl<T: TaskConfig> Trainer<'_, T> {
             None => self.mp.suspend(|| tracing::info!("{}: training", p.id)),
         }
         let start_s = now_s();
+        let kill_at = kill_at_step();
         let mut on_step = |r: &tram_core::StepReport| {
+            if kill_at == Some(r.step) {
+                kill_this_process();
+            }
             bar.inc(1);
             bar.set_message(format!("loss {:.3}", r.loss));
         };
         let mut ctx = RunContext::new(&mut on_step);
         if self.profile.keep_weights {
-            ctx.save_model = Some(p.dir.dir.join("model.safetensors"));
+            ctx.save_model = Some(p.dir.dir.join(WEIGHTS));
         }
         ctx.checkpoints = Some(checkpoints);
         let result = self.task.run(&p.config.run, &mut ctx).with_context(|| format!("run {}", p.id))?;
         bar.finish_and_clear();
         let write = WriteContext { experiment: &self.exp.file.name, profile: &self.opts.profile, start_s };
-        let summary = p.dir.write(&write, &p.config, &p.method_id, &result)?;
+        let summary = p.dir.write(&write, &p.config, &p.method_id, self.task.metric(), &result)?;
         lock.finish()?;
+        if let Some(d) = &summary.diverged {
+            self.mp.suspend(|| tracing::warn!("{}: {d}; recorded as diverged ({})", p.id, p.dir.dir.display()));
+            return Ok(());
+        }
         let metric = summary.metric;
         self.mp.suspend(|| {
             tracing::info!(
@@ -277,7 +286,7 @@ impl<T: TaskConfig> Trainer<'_, T> {
         profiles.sort();
         for profile in profiles {
             let other = RunDir::new(&self.opts.results, &self.exp.file.name, &profile, &p.id);
-            if self.profile.keep_weights && !other.dir.join("model.safetensors").exists() {
+            if self.profile.keep_weights && !other.dir.join(WEIGHTS).exists() {
                 continue;
             }
             if let Status::Finished(_) = other.status(&p.config)? {
@@ -286,6 +295,21 @@ impl<T: TaskConfig> Trainer<'_, T> {
         }
         Ok(None)
     }
+}
+
+/// The variable that makes a sweep SIGKILL itself when a run reports the step it names (0-based): the kill and
+/// resume tests stop a run at an exact point this way (a kill timed from outside races the run's checkpoints).
+/// With `checkpoint_every = 1`, the run's latest checkpoint is then `step-<N>`.
+pub const KILL_AT_STEP: &str = "TRAM_TEST_KILL_AT_STEP";
+
+fn kill_at_step() -> Option<u64> {
+    std::env::var(KILL_AT_STEP).ok().and_then(|v| v.parse().ok())
+}
+
+/// Ends this process as a kill does: no destructor runs, the run's lock record still says `training`.
+fn kill_this_process() -> ! {
+    let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+    std::process::abort()
 }
 
 /// Each method's step time, measured interleaved on one batch ([`Task::time_steps`]).

@@ -21,6 +21,27 @@ fn runs_of<'a>(summaries: &'a [Summary], method: &MethodConfig) -> Vec<&'a Summa
     crate::summary::runs_of(summaries, &method_id(method))
 }
 
+/// The runs of one method entry that report evaluations, and how many of its runs diverged instead.
+fn reported<'a>(summaries: &'a [Summary], method: &MethodConfig) -> (Vec<&'a Summary>, usize) {
+    let (diverged, reported): (Vec<&Summary>, Vec<&Summary>) =
+        runs_of(summaries, method).into_iter().partition(|s| s.diverged.is_some());
+    (reported, diverged.len())
+}
+
+/// The run whose evaluations name the table's sets: the first that did not diverge.
+fn first_reported(summaries: &[Summary]) -> Option<&Summary> {
+    summaries.iter().find(|s| s.diverged.is_none()).or(summaries.first())
+}
+
+/// `n`, or `n (+k diverged)`: the seeds a method's cells are over.
+fn seeds_cell(reported: usize, diverged: usize) -> String {
+    if diverged == 0 {
+        reported.to_string()
+    } else {
+        format!("{reported} (+{diverged} diverged)")
+    }
+}
+
 /// Table 2: the methods with their trust-region measurement, ε rule and domain, passes as measured beside the
 /// paper's, step time relative to the base optimizer and to SAM, the memory they hold, and the outcome.
 pub fn variants(
@@ -40,7 +61,7 @@ pub fn variants(
         let tram_core::method::Description { measure, rule, domain } = m.build()?.describe();
         let lab = label(m, base);
         let stated = m.name.paper_passes();
-        let runs = runs_of(summaries, m);
+        let (runs, diverged) = reported(summaries, m);
         let mean = |f: &dyn Fn(&Summary) -> f64| {
             (!runs.is_empty()).then(|| tram_stats::mean(&runs.iter().map(|s| f(s)).collect::<Vec<_>>()))
         };
@@ -69,7 +90,7 @@ pub fn variants(
         nums.entry("extra_memory_x_params").or_default().push(Some(t.extra_memory_bytes as f64 / t.param_bytes as f64));
         nums.entry("in_domain").or_default().push(mean(&|s| s.in_domain().map_or(f64::NAN, |e| e.value)));
         nums.entry("zs_mean").or_default().push(mean(&|s| s.zero_shot_mean()));
-        labels.push(lab);
+        labels.push(if runs.is_empty() && diverged > 0 { format!("{lab} (diverged)") } else { lab });
     }
     let mut columns = vec![Column::new("variant".into(), labels)];
     for k in ["method", "trust_region_measurement", "eps", "domain", "passes_measured", "passes_paper", "passes_match"]
@@ -119,7 +140,7 @@ pub fn transfer(
     paper: &[PaperTable],
     comparisons: &[Comparison],
 ) -> Result<DataFrame> {
-    let Some(first) = summaries.first() else { anyhow::bail!("no finished run to tabulate") };
+    let Some(first) = first_reported(summaries) else { anyhow::bail!("no finished run to tabulate") };
     let metric = first.metric;
     let in_set = first.in_domain().map(|e| e.set.clone());
     let zs_sets: Vec<String> = first.zero_shot().map(|e| e.set.clone()).collect();
@@ -182,14 +203,22 @@ pub fn transfer(
         rows.push(row);
     }
     for m in methods {
-        let runs = runs_of(summaries, m);
+        let (runs, diverged) = reported(summaries, m);
         let lab = label(m, base);
         let of_set = |set: &str| -> Vec<f64> { runs.iter().filter_map(|s| s.test(set).map(|e| e.value)).collect() };
-        let mut row = vec![lab.clone(), runs.len().to_string()];
-        row.extend(in_set.iter().map(|s| mean_ci(metric, &of_set(s))));
-        row.extend(zs_sets.iter().map(|s| mean_ci(metric, &of_set(s))));
+        // A method whose every run diverged has no number to show.
+        let cell = |values: Vec<f64>| {
+            if values.is_empty() && diverged > 0 {
+                "diverged".to_string()
+            } else {
+                mean_ci(metric, &values)
+            }
+        };
+        let mut row = vec![lab.clone(), seeds_cell(runs.len(), diverged)];
+        row.extend(in_set.iter().map(|s| cell(of_set(s))));
+        row.extend(zs_sets.iter().map(|s| cell(of_set(s))));
         if !zs_sets.is_empty() {
-            row.push(mean_ci(metric, &runs.iter().map(|s| s.zero_shot_mean()).collect::<Vec<_>>()));
+            row.push(cell(runs.iter().map(|s| s.zero_shot_mean()).collect()));
         }
         let id = method_id(m);
         if paired {
@@ -222,20 +251,23 @@ pub fn text_frame(header: &[String], rows: &[Vec<String>]) -> Result<DataFrame> 
 /// Table 13's companion to a transfer table: the standard deviation over seeds of each method's value on every
 /// set, as the metric is shown (accuracy in points).
 pub fn std_over_seeds(methods: &[MethodConfig], summaries: &[Summary], base: &BaseConfig) -> Result<DataFrame> {
-    let Some(first) = summaries.first() else { anyhow::bail!("no finished run to tabulate") };
+    let Some(first) = first_reported(summaries) else { anyhow::bail!("no finished run to tabulate") };
     let metric = first.metric;
     let sets: Vec<String> =
         first.evaluations.iter().filter(|e| e.split == tram_task::Split::Test).map(|e| e.set.clone()).collect();
     let mut columns = vec![
         Column::new("method".into(), methods.iter().map(|m| label(m, base)).collect::<Vec<_>>()),
-        Column::new("seeds".into(), methods.iter().map(|m| runs_of(summaries, m).len() as u64).collect::<Vec<_>>()),
+        Column::new("seeds".into(), methods.iter().map(|m| reported(summaries, m).0.len() as u64).collect::<Vec<_>>()),
     ];
     for set in &sets {
         let v: Vec<Option<f64>> = methods
             .iter()
             .map(|m| {
-                let vals: Vec<f64> =
-                    runs_of(summaries, m).iter().filter_map(|s| s.test(set).map(|e| metric.shown(e.value))).collect();
+                let vals: Vec<f64> = reported(summaries, m)
+                    .0
+                    .iter()
+                    .filter_map(|s| s.test(set).map(|e| metric.shown(e.value)))
+                    .collect();
                 Some(tram_stats::std_dev(&vals)).filter(|v| v.is_finite())
             })
             .collect();
@@ -249,7 +281,7 @@ pub fn std_over_seeds(methods: &[MethodConfig], summaries: &[Summary], base: &Ba
 /// training domain under different optimizers also improve with it? A set on which every method scores the same
 /// has no correlation (empty cells).
 pub fn correlations(methods: &[MethodConfig], summaries: &[Summary]) -> Result<DataFrame> {
-    let Some(first) = summaries.first() else { anyhow::bail!("no finished run to correlate") };
+    let Some(first) = first_reported(summaries) else { anyhow::bail!("no finished run to correlate") };
     let Some(in_set) = first.in_domain().map(|e| e.set.clone()) else {
         anyhow::bail!("the runs have no in-domain evaluation to correlate with")
     };

@@ -271,6 +271,7 @@ fn a_task_the_enum_does_not_name_runs_through_the_sweep_to_a_table() {
 
 #[test]
 fn the_task_table_is_checked_before_any_run() {
+    let _g = tram_core::testing::serial();
     let dir = scratch("checked");
     let err = |o: &str| format!("{:#}", commands::run::<Spec>(&args(&dir, &[o]), false, None).unwrap_err());
     assert!(err("task.pionts=64").contains("unknown field `pionts`"), "deny_unknown_fields names the key");

@@ -1,11 +1,14 @@
 //! The `tram` binary on the quick profile of Table 3 (needs `bash tools/assets.sh vision`): a run SIGKILLed in the
-//! middle of an epoch resumes and ends as an uninterrupted run; concurrent shards and concurrent sweeps on one
+//! middle of an epoch (at an exact step, [`KILL_AT_STEP`]: nothing here depends on timing) resumes and ends as an
+//! uninterrupted run; concurrent shards and concurrent sweeps on one
 //! results folder train every run once and give the single process's tables; problems stop a sweep before its
 //! first step.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+
+use tram_experiments::sweep::KILL_AT_STEP;
 
 // One `tram` process (or group) at a time: the machine's cores are the test's budget.
 use tram_core::testing::serial;
@@ -105,23 +108,16 @@ fn a_run_killed_in_the_middle_of_an_epoch_resumes_and_ends_as_if_never_killed() 
     let sweep = ["--set", "methods=[{name=\"sam\"}]", "--set", "epochs=2", "--set", "checkpoint_every=1"];
     ok(tram(&run_args(whole_s, &sweep)).output().unwrap());
 
-    let mut child = spawn(&run_args(killed_s, &sweep));
+    // SIGKILLed when step 8 (0-based, the third of epoch 2) is reported, after the checkpoint of 8 steps.
+    let o = tram(&run_args(killed_s, &sweep)).env(KILL_AT_STEP, "8").output().unwrap();
+    assert_eq!(o.status.signal(), Some(9), "killed: {}", text(&o));
     let run = runs(&killed).join("sam-s0");
-    // Step 8 is the second of epoch 2: the kill lands inside an epoch, after its first checkpoint.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !run.join("checkpoint/step-00000008").exists() {
-        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no checkpoint of step 8 appeared");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert!(!run.join("summary.json").exists(), "killed before the end");
+    assert!(run.join("checkpoint/step-00000008").exists() && !run.join("summary.json").exists());
 
     let log = ok(tram(&run_args(killed_s, &sweep)).output().unwrap());
     assert!(log.contains("which stopped while training it"), "the dead holder is named:\n{log}");
-    let resumed_from = attempts(&run)[1]["resumed_from_step"].as_u64().expect("the second attempt resumed");
-    assert!((8..12).contains(&resumed_from), "resumed inside epoch 2, at step {resumed_from}");
-    assert!(log.contains(&format!("resuming from its checkpoint after step {resumed_from}")), "{log}");
+    assert_eq!(attempts(&run)[1]["resumed_from_step"].as_u64(), Some(8), "resumed inside epoch 2");
+    assert!(log.contains("resuming from its checkpoint after step 8"), "{log}");
 
     let whole_run = runs(&whole).join("sam-s0");
     for file in ["steps.csv", "evals.csv", "examples.csv"] {

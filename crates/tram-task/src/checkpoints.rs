@@ -4,7 +4,10 @@
 //! caller metadata is the training loop's position: the epoch and the batches of it already used, the epoch's
 //! running sums, and the run's result so far (step reports, evaluations: what best-validation selection reads).
 //! Each save writes a new folder atomically, then removes the older ones, so a kill at any moment leaves at
-//! least one complete checkpoint. No random state is stored: the step driver seeds dropout and noise from its
+//! least one complete checkpoint. A checkpoint counts once its `SHA256SUMS` is written (last): the checksums of
+//! its files, checked before it is resumed, and, when the caller gives one, `identity.toml`, the identity of the run
+//! it was trained for (what can change its result: task, data, settings), compared with the resuming run's
+//! whatever else the run's folder says. No random state is stored: the step driver seeds dropout and noise from its
 //! step counter, and the task's data order and augmentation depend on (seed, epoch, batch), not on history.
 
 use std::path::PathBuf;
@@ -13,13 +16,19 @@ use serde::{Deserialize, Serialize};
 use tram_core::{Model, StepDriver};
 
 use crate::device::DeviceChoice;
-use crate::error::{config_err, Result};
+use crate::error::{config_err, Error, Result};
 use crate::result::RunResult;
 use crate::settings::RunSettings;
 
 /// Version of the loop state inside a checkpoint's metadata.
 const FORMAT: u32 = 1;
 const PREFIX: &str = "step-";
+/// The checksums of a checkpoint's files, written last: a folder without them was cut short.
+const SUMS: &str = "SHA256SUMS";
+/// The identity of the run a checkpoint was trained for.
+const IDENTITY: &str = "identity.toml";
+/// What tram-core writes into a checkpoint folder.
+const CORE_FILES: [&str; 3] = ["state.safetensors", "manifest.json", "extra.json"];
 
 /// Periodic checkpoints of a run in the folder `dir`: every `every_steps` optimizer steps (0: never inside an
 /// epoch) and at the end of every epoch.
@@ -27,6 +36,18 @@ const PREFIX: &str = "step-";
 pub struct Checkpoints {
     pub dir: PathBuf,
     pub every_steps: u64,
+    /// The run's identity, stored with every checkpoint and required of the one it resumes from.
+    pub identity: Option<toml::Value>,
+}
+
+/// The latest complete checkpoint, its files checked against their checksums.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latest {
+    /// The optimizer steps taken before it.
+    pub step: u64,
+    pub folder: PathBuf,
+    /// The identity of the run it was trained for (none: written without one).
+    pub identity: Option<toml::Value>,
 }
 
 /// Where the training loop stands, as a checkpoint stores it.
@@ -83,14 +104,19 @@ struct Extra {
 
 impl Checkpoints {
     pub fn new(dir: impl Into<PathBuf>, every_steps: u64) -> Self {
-        Self { dir: dir.into(), every_steps }
+        Self { dir: dir.into(), every_steps, identity: None }
+    }
+
+    /// The same checkpoints, stored with (and resumed only under) the run identity `identity`.
+    pub fn with_identity(self, identity: toml::Value) -> Self {
+        Self { identity: Some(identity), ..self }
     }
 
     fn folder(&self, step: u64) -> PathBuf {
         self.dir.join(format!("{PREFIX}{step:08}"))
     }
 
-    /// The complete checkpoints in the folder, by step (a folder counts once tram-core's rename put it in place).
+    /// The complete checkpoints in the folder, by step (a folder counts once its checksums are written).
     fn list(&self) -> Result<Vec<(u64, PathBuf)>> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -102,16 +128,34 @@ impl Checkpoints {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(step) = name.strip_prefix(PREFIX).and_then(|n| n.parse::<u64>().ok()) {
-                found.push((step, entry.path()));
+                if entry.path().join(SUMS).exists() {
+                    found.push((step, entry.path()));
+                }
             }
         }
         found.sort();
         Ok(found)
     }
 
-    /// The latest checkpoint: the step it was taken after, and its folder.
+    /// The latest checkpoint: the step it was taken after, and its folder (not checked: see [`Self::check`]).
     pub fn latest(&self) -> Result<Option<(u64, PathBuf)>> {
         Ok(self.list()?.pop())
+    }
+
+    /// The latest checkpoint with its files checked against their checksums and its identity read; a file that
+    /// changed since it was written is an [`crate::Error::Changed`] naming it.
+    pub fn check(&self) -> Result<Option<Latest>> {
+        let Some((step, folder)) = self.latest()? else { return Ok(None) };
+        crate::kit::checksum::verify_list(&folder, SUMS)?;
+        let identity = match std::fs::read_to_string(folder.join(IDENTITY)) {
+            Ok(text) => Some(toml::from_str(&text).map_err(|e| Error::Changed {
+                path: folder.join(IDENTITY),
+                message: format!("does not read ({e})"),
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Some(Latest { step, folder, identity }))
     }
 
     /// Saves the driver and the loop's position as `step-<N>`, then removes every other checkpoint and anything
@@ -121,7 +165,15 @@ impl Checkpoints {
         let extra = serde_json::to_string(&Extra { tram_task_loop: FORMAT, toml })
             .map_err(|e| config_err(format!("checkpoint metadata: {e}")))?;
         let step = driver.steps_done();
-        driver.save_checkpoint_with(self.folder(step), &extra)?;
+        let folder = self.folder(step);
+        driver.save_checkpoint_with(&folder, &extra)?;
+        let mut files = CORE_FILES.to_vec();
+        if let Some(identity) = &self.identity {
+            let text = toml::to_string(identity).map_err(|e| config_err(format!("checkpoint identity: {e}")))?;
+            crate::kit::atomic::write_bytes(&folder.join(IDENTITY), text.as_bytes())?;
+            files.push(IDENTITY);
+        }
+        crate::kit::checksum::write_list(&folder, SUMS, &files)?;
         self.prune(step)
     }
 
@@ -154,7 +206,27 @@ impl Checkpoints {
         run: &RunSettings,
         steps_per_epoch: usize,
     ) -> Result<Option<(StepDriver, LoopState)>> {
-        let Some((_, folder)) = self.latest()? else { return Ok(None) };
+        let checked = self.check().map_err(|e| match e {
+            Error::Changed { path, message } => Error::Changed {
+                path,
+                message: format!(
+                    "{message}: the checkpoint is damaged; delete {} to start the run over",
+                    self.dir.display()
+                ),
+            },
+            e => e,
+        })?;
+        let Some(Latest { folder, identity, .. }) = checked else { return Ok(None) };
+        if let (Some(mine), Some(theirs)) = (&self.identity, &identity) {
+            if mine != theirs {
+                return Err(config_err(format!(
+                    "checkpoint {} was trained for another run ({}); delete {} to start this run over",
+                    folder.display(),
+                    differences(theirs, mine, 8).join("; "),
+                    self.dir.display()
+                )));
+            }
+        }
         let (driver, extra) = StepDriver::resume_with(model, &folder)?;
         let bad = |what: String| config_err(format!("checkpoint {}: {what}", folder.display()));
         let extra = extra.ok_or_else(|| bad("no position in the data (extra.json is missing)".into()))?;

@@ -20,6 +20,10 @@ pub enum Error {
     /// A cached asset that is not what was fetched (see `kit::assets::verify`).
     #[error("asset {path}: {message}; delete its folder and fetch it again with `{command}` (run in the repository root)", path = path.display(), command = ASSETS_COMMAND)]
     CorruptAsset { path: std::path::PathBuf, message: String },
+    /// A file a run wrote (saved weights, a checkpoint) that is not what was written; the message ends with what
+    /// to do.
+    #[error("{path}: {message}", path = path.display())]
+    Changed { path: std::path::PathBuf, message: String },
     /// Weights that do not fit the model (names, shapes), from a file or another source.
     #[error("weights {origin}: {message}")]
     Weights { origin: String, message: String },

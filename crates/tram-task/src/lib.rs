@@ -27,11 +27,11 @@ mod settings;
 mod timing;
 mod train;
 
-pub use checkpoints::{differences, Checkpoints};
+pub use checkpoints::{differences, Checkpoints, Latest};
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use metric::{Domain, Evaluation, Metric, Split};
-pub use result::{EpochEval, RunResult, Selection, Timing};
+pub use result::{Diverged, EpochEval, RunResult, Selection, Timing};
 pub use rng::{fnv1a, hash_unit, SplitMix64};
 pub use settings::RunSettings;
 pub use timing::time_interleaved;

@@ -55,6 +55,24 @@ pub struct RunResult {
     /// model's measured scale ([`tram_core::Model::noise_scale`]). `None` for methods without input noise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_sigma: Option<f64>,
+    /// Set when the run stopped because its loss or an evaluation stopped being finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<Diverged>,
+}
+
+/// Where and why a run diverged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diverged {
+    /// Optimizer steps taken when it was found.
+    pub steps: u64,
+    /// What was not finite, e.g. `the training loss of step 1 is NaN`.
+    pub what: String,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "diverged after {} steps: {}", self.steps, self.what)
+    }
 }
 
 impl RunResult {

@@ -9,7 +9,7 @@ use tram_core::{Model, StepDriver, StepReport};
 use crate::checkpoints::{Checkpoints, LoopState};
 use crate::error::{config_err, Error, Result};
 use crate::metric::Evaluation;
-use crate::result::{EpochEval, RunResult};
+use crate::result::{Diverged, EpochEval, RunResult};
 use crate::settings::RunSettings;
 
 /// How the runner follows and keeps a run: a callback per step, where the selected model's weights go, and
@@ -44,6 +44,10 @@ pub trait TrainData<M: Model> {
 
 /// Fine-tunes `model` with `run.optimizer` for `run.epochs` epochs of `steps_per_epoch` steps, evaluating after
 /// each, and returns every step's report and evaluation. The schedule's length, if unset, is the run's.
+///
+/// A run stops early, with [`RunResult::diverged`] saying where and why, once its numbers are no longer numbers:
+/// the step driver's limit of non-finite steps in a row (each one skipped, changing nothing, until then), or a
+/// non-finite evaluation (e.g. batch-norm statistics gone to NaN).
 ///
 /// With `ctx.checkpoints`, the run is checkpointed every `every_steps` steps and after every epoch's evaluation,
 /// and starts from the latest checkpoint there: the result is the one an uninterrupted run gives, bit for bit on
@@ -95,6 +99,7 @@ pub fn train<M: Model>(
                 param_bytes: driver.param_bytes(),
                 extra_memory_bytes: driver.extra_memory_bytes(),
                 noise_sigma: driver.method().noise_specs().first().map(|s| s.sigma),
+                diverged: None,
             };
             let mut at = LoopState::start(run, steps_per_epoch, result);
             if run.eval_before_training {
@@ -105,7 +110,7 @@ pub fn train<M: Model>(
     };
     at.result.device = format!("{:?}", model.var_store().device());
     let every = ctx.checkpoints.as_ref().map_or(0, |c| c.every_steps);
-    while at.epoch <= run.epochs {
+    'epochs: while at.epoch <= run.epochs {
         let epoch = at.epoch;
         let start = Instant::now();
         let seconds_before = at.train_seconds;
@@ -121,7 +126,16 @@ pub fn train<M: Model>(
                     None => break 'steps,
                 }
             }
-            let report = driver.step(model, &micro)?;
+            let report = match driver.step(model, &micro) {
+                Ok(r) => r,
+                Err(tram_core::Error::NonFinite { count, step }) => {
+                    let what =
+                        format!("{count} steps in a row had a non-finite loss or gradient (the last: step {step})");
+                    at.result.diverged = Some(Diverged { steps: driver.steps_done(), what });
+                    break 'epochs;
+                }
+                Err(e) => return Err(e.into()),
+            };
             at.batch += run.accumulate;
             if !report.skipped {
                 at.loss_sum += report.loss;
@@ -142,6 +156,19 @@ pub fn train<M: Model>(
         let train_seconds = seconds_before + start.elapsed().as_secs_f64();
         if run.eval_every_epoch || epoch == run.epochs {
             let evaluated = evaluate(data, epoch, driver.steps_done(), train_loss, train_seconds, at.wait_seconds)?;
+            let broken = evaluated.evals.iter().find(|e| !(e.loss.is_finite() && e.value.is_finite()));
+            if let Some(e) = broken {
+                let what = format!(
+                    "the evaluation of {} after epoch {epoch} gives loss {} ({} {})",
+                    e.key(),
+                    e.loss,
+                    e.metric.as_str(),
+                    e.value
+                );
+                at.result.diverged = Some(Diverged { steps: driver.steps_done(), what });
+                at.result.epochs.push(evaluated);
+                break 'epochs;
+            }
             at.result.epochs.push(evaluated);
             let selected = RunResult::select(&at.result.epochs, run.selection);
             if selected == at.result.epochs.len() - 1 {
@@ -166,7 +193,7 @@ pub fn train<M: Model>(
     Ok(result)
 }
 
-/// The model's trainable parameters as safetensors, written atomically ([`crate::kit::atomic`]).
+/// The model's trainable parameters as safetensors, written atomically, then `<path>.sha256`.
 fn save_parameters<M: Model>(model: &M, path: &Path) -> Result<()> {
     let named: Vec<(String, tch::Tensor)> = model
         .var_store()
@@ -175,5 +202,7 @@ fn save_parameters<M: Model>(model: &M, path: &Path) -> Result<()> {
         .filter(|(_, t)| t.requires_grad())
         .map(|(n, t)| (n, t.detach()))
         .collect();
-    crate::kit::atomic::write_with(path, |tmp| Ok::<_, Error>(tch::Tensor::write_safetensors(&named, tmp)?))
+    crate::kit::atomic::write_with(path, |tmp| Ok::<_, Error>(tch::Tensor::write_safetensors(&named, tmp)?))?;
+    // Its checksum, checked by whoever loads it (Table 6's analyses).
+    crate::kit::checksum::write_sidecar(path)
 }

@@ -148,6 +148,7 @@ fn best_validation_selects_and_saves_that_epoch() {
     let saved: Vec<(String, Tensor)> = Tensor::read_safetensors(&path).unwrap();
     let w = saved.iter().find(|(n, _)| n == "fc.weight").unwrap();
     assert!(!w.1.equal(&m.fc.ws), "the saved weights are epoch 2's, not the final ones");
+    assert!(tram_task::kit::checksum::verify_sidecar(&path).unwrap(), "written with their checksum");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -244,4 +245,81 @@ fn a_run_resumed_from_a_checkpoint_equals_an_uninterrupted_run_bit_for_bit() {
     );
     assert!(!whole_model.fc.ws.equal(&model().fc.ws), "training changed the parameters");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A checkpoint is resumed only as it was written (its checksums) and only by the run it was trained for (the
+/// identity stored with it); either refusal names the file or the keys.
+#[test]
+fn a_damaged_or_foreign_checkpoint_is_refused_by_name() {
+    let _g = serial();
+    let run = settings(MethodName::Sam);
+    let dir = std::env::temp_dir().join(format!("tram-task-damaged-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let identity = |style: &str| {
+        toml::Value::try_from([("train_style", style)].into_iter().collect::<std::collections::BTreeMap<_, _>>())
+            .unwrap()
+    };
+    let ckpt = tram_task::Checkpoints::new(dir.join("checkpoint"), 2).with_identity(identity("google"));
+    let attempt = |ckpt: tram_task::Checkpoints, fail_at| {
+        let mut data = Data::new(vec![]);
+        data.fail_at = fail_at;
+        let mut on_step = |_: &tram_core::StepReport| {};
+        let mut ctx = RunContext::new(&mut on_step);
+        ctx.checkpoints = Some(ckpt);
+        train(&model(), &run, 10, &mut data, &mut ctx)
+    };
+    assert!(attempt(ckpt.clone(), Some((1, 5))).is_err(), "interrupted after 4 steps");
+    let latest = ckpt.check().unwrap().expect("checked");
+    assert_eq!((latest.step, latest.identity), (4, Some(identity("google"))));
+
+    let foreign = ckpt.clone().with_identity(identity("apple"));
+    let err = attempt(foreign, None).unwrap_err().to_string();
+    assert!(
+        err.contains("was trained for another run") && err.contains("train_style: \"google\" → \"apple\""),
+        "{err}"
+    );
+
+    let state = latest.folder.join("state.safetensors");
+    let mut bytes = std::fs::read(&state).unwrap();
+    let len = bytes.len();
+    bytes[len / 2..].fill(0);
+    std::fs::write(&state, bytes).unwrap();
+    let err = attempt(ckpt.clone(), None).unwrap_err().to_string();
+    assert!(err.contains("state.safetensors") && err.contains("the file changed since"), "{err}");
+    assert!(err.contains("delete") && err.contains("to start the run over"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A run whose training steps or evaluation stop being finite stops there and says where, instead of training on
+/// NaN (or failing without a result).
+#[test]
+fn a_run_whose_numbers_stop_being_finite_stops_there_and_says_so() {
+    let _g = serial();
+    let mut run = settings(MethodName::Base);
+    run.optimizer.schedule = LrSchedule::constant(1e300);
+    let mut seen = 0;
+    let mut on_step = |_: &tram_core::StepReport| seen += 1;
+    let result = train(&model(), &run, 10, &mut Data::new(vec![]), &mut RunContext::new(&mut on_step)).unwrap();
+    let diverged = result.diverged.clone().expect("a learning rate of 1e300 diverges");
+    let last = result.steps.last().unwrap();
+    // The driver skips a non-finite step (changing nothing) up to its limit of 5 in a row: 4 reported, the fifth
+    // is the driver's error, and the run stops there.
+    let skipped = result.steps.iter().rev().take_while(|s| s.skipped).count();
+    assert!(!last.loss.is_finite() && seen == result.steps.len() && result.steps.len() < 30, "stopped at once");
+    assert_eq!(skipped, 4, "the driver's limit");
+    let fifth = last.step + 1;
+    assert_eq!(diverged.what, format!("5 steps in a row had a non-finite loss or gradient (the last: step {fifth})"));
+    assert!(diverged.to_string().starts_with(&format!("diverged after {} steps", diverged.steps)));
+
+    // Finite training, but an evaluation that is not (a model whose buffers broke): the run stops after it.
+    let mut data = Data::new(vec![1.0, f64::NAN, 1.0]);
+    let result =
+        train(&model(), &settings(MethodName::Base), 10, &mut data, &mut RunContext::new(&mut |_| {})).unwrap();
+    let diverged = result.diverged.expect("a NaN validation loss");
+    assert!(
+        diverged.what.contains("the evaluation of val (validation) after epoch 2 gives loss NaN"),
+        "{}",
+        diverged.what
+    );
+    assert_eq!((diverged.steps, result.epochs.len(), data.evaluations), (20, 2, 2), "no third epoch");
 }

@@ -129,6 +129,16 @@ impl TransferConfig {
         if self.image_size == 0 || self.eval_batch_size == 0 || self.workers == 0 {
             return Err(Error::Config("image_size, eval_batch_size and workers must be at least 1".into()));
         }
+        if let Some(augment) = &self.augment {
+            augment.validate().map_err(|e| Error::Config(format!("task.{e}")))?;
+        }
+        if let ModelSpec::EfficientNetLite0 { bn_momentum: Some(m), .. } = self.model {
+            // The running statistics move by this share of the batch's (PyTorch's convention): outside [0, 1] they
+            // leave the data's range and the evaluations turn to NaN.
+            if !(0.0..=1.0).contains(&m) {
+                return Err(Error::Config(format!("task.model.bn_momentum = {m}: a share, in [0, 1]")));
+            }
+        }
         self.verify_assets()?;
         let data = self.data.load()?;
         for set in std::iter::once(&data.test).chain(&data.ood) {

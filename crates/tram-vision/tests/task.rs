@@ -245,3 +245,19 @@ fn an_empty_evaluation_set_is_an_error_not_an_accuracy() {
     let err = TransferConfig { data, ..TransferConfig::embedded() }.build().err().expect("no test image").to_string();
     assert!(err.contains("evaluation set `google` holds no image"), "{err}");
 }
+
+#[test]
+fn augmentation_and_batch_norm_settings_out_of_range_are_refused_before_loading() {
+    let augment = Some(tram_vision::data::Augment { flip: 1.5, ..Default::default() });
+    let err = TransferConfig { augment, ..TransferConfig::embedded() }.build().err().expect("flip 1.5").to_string();
+    assert!(err.contains("task.augment.flip = 1.5"), "{err}");
+    for m in [2.0, f64::NAN] {
+        let model = tram_vision::classifier::ModelSpec::EfficientNetLite0 {
+            weights: None,
+            pretrained: true,
+            bn_momentum: Some(m),
+        };
+        let err = TransferConfig { model, ..TransferConfig::embedded() }.build().err().expect("refused").to_string();
+        assert!(err.contains(&format!("task.model.bn_momentum = {m}: a share, in [0, 1]")), "{err}");
+    }
+}

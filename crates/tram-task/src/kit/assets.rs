@@ -1,10 +1,7 @@
 //! Where the embedded assets live: `${TRAM_CACHE:-$HOME/.cache/tram}/assets`, filled by `bash tools/assets.sh`,
 //! and the check of what a task will load against the checksums the script wrote when it fetched it.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 pub use crate::error::ASSETS_COMMAND;
 use crate::error::{Error, Result};
@@ -67,20 +64,7 @@ pub fn manifest(dir: &Path) -> Result<Vec<(String, String)>> {
     Ok(entries)
 }
 
-/// The sha256 of a file, as lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
+pub use crate::kit::checksum::sha256_file;
 
 /// Checks files of the asset folder `dir` against its manifest: those named in `files` (paths relative to
 /// `dir`), else every file the manifest lists. Each file is read whole, so a file that changed since it was

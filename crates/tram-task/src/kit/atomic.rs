@@ -5,10 +5,57 @@
 
 use std::path::{Path, PathBuf};
 
-/// The temporary name a write of `path` by this process uses.
+/// The temporary name a write of `path` by this process uses: `.<name>.tmp-<pid>-<host>`, the host as 8 hex
+/// digits of its name's hash, so that a folder shared by several machines tells whose writer left a file.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    path.with_file_name(format!(".{name}.tmp-{}-{}", std::process::id(), host_tag()))
+}
+
+/// This machine's host name.
+pub fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn host_tag() -> String {
+    format!("{:08x}", crate::rng::fnv1a(0, host().as_bytes()) as u32)
+}
+
+/// Removes, from the folder `dir`, the temporary files whose names start with `.<prefix>` and that a process of
+/// this machine left when it was killed while writing (its pid no longer runs); returns what it removed. Files of
+/// live writers and of other machines stay. Needs `/proc` to tell a live process (elsewhere it removes nothing).
+pub fn remove_debris(dir: &Path, prefix: &str) -> std::io::Result<Vec<PathBuf>> {
+    if !Path::new("/proc/self").exists() {
+        return Ok(vec![]);
+    }
+    let mine = host_tag();
+    let mut removed = vec![];
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, writer)) =
+            name.strip_prefix('.').filter(|n| n.starts_with(prefix)).and_then(|n| n.rsplit_once(".tmp-"))
+        else {
+            continue;
+        };
+        let (pid, host) = writer.split_once('-').unwrap_or((writer, ""));
+        let dead = pid.parse::<u32>().is_ok_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
+        if dead && host.starts_with(&mine) {
+            std::fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
 }
 
 /// Whether `name` is what an interrupted write left behind (`.<name>.tmp-<pid>`).
@@ -74,6 +121,33 @@ mod tests {
             std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["out.txt"], "no temporary file left behind");
         assert!(is_debris(&tmp_path(&path).file_name().unwrap().to_string_lossy()));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn debris_of_killed_writers_of_this_machine_goes_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("tram-task-debris-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tag = host_tag();
+        // pid 4294967295 cannot run (Linux's pids stay below 2^22).
+        let dead = format!(".table3-quick.csv.tmp-4294967295-{tag}");
+        let dead_plot = format!(".table3-quick.png.tmp-4294967295-{tag}.png");
+        let live = tmp_path(&dir.join("table3-quick-long.csv")).file_name().unwrap().to_string_lossy().into_owned();
+        let elsewhere = ".table3-quick-std.csv.tmp-4294967295-0badc0de".to_string();
+        let other_sweep = format!(".table4-quick.csv.tmp-4294967295-{tag}");
+        for name in [&dead, &dead_plot, &live, &elsewhere, &other_sweep] {
+            std::fs::write(dir.join(name), b"half").unwrap();
+        }
+        let mut removed: Vec<String> = remove_debris(&dir, "table3-quick")
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        removed.sort();
+        assert_eq!(removed, [dead, dead_plot]);
+        for name in [&live, &elsewhere, &other_sweep] {
+            assert!(dir.join(name).exists(), "{name} stays");
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -30,6 +30,24 @@ pub struct Augment {
     pub flip: f64,
 }
 
+impl Augment {
+    /// Checks the ranges: a crop's area fraction `0 < lo ≤ hi ≤ 1`, an aspect ratio `0 < lo ≤ hi`, a flip
+    /// probability in `[0, 1]` (torchvision's RandomResizedCrop warns on a reversed range and samples anyway).
+    pub fn validate(&self) -> Result<(), String> {
+        let (s, r) = (self.scale, self.ratio);
+        if !(s.0 > 0.0 && s.0 <= s.1 && s.1 <= 1.0) {
+            return Err(format!("augment.scale = [{}, {}]: need 0 < low <= high <= 1", s.0, s.1));
+        }
+        if !(r.0 > 0.0 && r.0 <= r.1 && r.1.is_finite()) {
+            return Err(format!("augment.ratio = [{}, {}]: need 0 < low <= high", r.0, r.1));
+        }
+        if !(0.0..=1.0).contains(&self.flip) {
+            return Err(format!("augment.flip = {}: a probability, in [0, 1]", self.flip));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Augment {
     /// Milder than ImageNet's (0.08, 1): an emoji is a single centred object on 64 px.
     fn default() -> Self {
@@ -156,5 +174,15 @@ mod tests {
         let img = gradient(64, 64);
         let out = t.pixels(&img, &mut SplitMix64(3));
         assert_eq!(out.get_pixel(0, 5), img.get_pixel(63, 5));
+    }
+
+    #[test]
+    fn augmentation_ranges_are_checked() {
+        assert_eq!(Augment::default().validate(), Ok(()));
+        let bad = |a: Augment, what: &str| assert!(a.validate().unwrap_err().contains(what), "{a:?}");
+        bad(Augment { flip: 1.5, ..Augment::default() }, "augment.flip = 1.5");
+        bad(Augment { scale: (1.0, 0.35), ..Augment::default() }, "augment.scale = [1, 0.35]");
+        bad(Augment { scale: (0.0, 1.0), ..Augment::default() }, "augment.scale");
+        bad(Augment { ratio: (1.3, 0.75), ..Augment::default() }, "augment.ratio");
     }
 }
