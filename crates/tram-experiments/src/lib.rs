@@ -10,7 +10,7 @@
 //! - the report: [`report`] (files and terminal), [`tables`] (Tables 2–5, 9, 13), [`analysis_table`] (Table 6),
 //!   [`significance`], [`plot`], [`paper`] (the paper's labels and numbers), [`long_csv`] (the tidy CSV);
 //! - the CSV tools: [`compare`] (`tram compare`), [`regress`] (`tram check`, `tram expectations`);
-//! - [`slurm`], [`doctor`], and [`atomic`] (every file written atomically).
+//! - [`plan`] and [`plan_report`] (`tram plan`: memory and time before a run), [`slurm`], [`doctor`], and [`atomic`] (every file written atomically).
 
 pub mod analysis_table;
 pub mod atomic;
@@ -23,6 +23,8 @@ pub mod lock;
 pub mod long_csv;
 pub mod meta;
 pub mod paper;
+pub mod plan;
+pub mod plan_report;
 pub mod plot;
 pub mod regress;
 pub mod report;
