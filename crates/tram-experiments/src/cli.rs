@@ -89,6 +89,9 @@ pub enum Command {
     /// What each method of a profile costs before it runs: parameters, memory (weights, gradients, optimizer
     /// state, the method's copies, activations), passes and FLOPs per step, time per step, run and table.
     Plan(PlanArgs),
+    /// On a CUDA machine: the device, then each method's step time and peak CUDA memory in fp32, TF32 and bf16
+    /// at a profile's shapes, beside the plan's memory (rows appended to a CSV). Fails at once without CUDA.
+    GpuCheck(crate::gpu_check::GpuCheckArgs),
     /// libtorch version, CUDA devices, and which offline assets are present (each group with its fetch command).
     Doctor,
 }
@@ -111,9 +114,15 @@ pub struct SlurmOptions {
     /// Memory per task, e.g. 32G.
     #[arg(long)]
     pub mem: Option<String>,
-    /// Time limit per task (a task that hits it leaves its run checkpointed: submit the script again).
-    #[arg(long, default_value = "24:00:00")]
-    pub time: String,
+    /// Time limit per task (a task that hits it leaves its run checkpointed: submit the script again). Default:
+    /// from `tram plan`, twice the predicted training time of the task's share of runs (the plan's matmul rate
+    /// is an upper bound on a step's, and evaluation is not counted), at least an hour.
+    #[arg(long)]
+    pub time: Option<String>,
+    /// The runs' device's matmul rate in FLOP/s for the planned --time (default: measured here on --device, or
+    /// on the CPU when it is not here).
+    #[arg(long)]
+    pub throughput: Option<f64>,
     #[arg(long)]
     pub partition: Option<String>,
     /// Another #SBATCH option, e.g. --sbatch=--account=proj (repeatable).

@@ -10,7 +10,7 @@
 //! - the report: [`report`] (files and terminal), [`tables`] (Tables 2–5, 9, 13), [`analysis_table`] (Table 6),
 //!   [`significance`], [`plot`], [`paper`] (the paper's labels and numbers), [`long_csv`] (the tidy CSV);
 //! - the CSV tools: [`compare`] (`tram compare`), [`regress`] (`tram check`, `tram expectations`);
-//! - [`plan`] and [`plan_report`] (`tram plan`: memory and time before a run), [`slurm`], [`doctor`], and [`atomic`] (every file written atomically).
+//! - [`plan`] and [`plan_report`] (`tram plan`: memory and time before a run), [`slurm`], [`doctor`], [`gpu_check`], and [`atomic`] (every file written atomically).
 
 pub mod analysis_table;
 pub mod atomic;
@@ -19,6 +19,7 @@ pub mod commands;
 pub mod compare;
 pub mod doctor;
 pub mod experiment;
+pub mod gpu_check;
 pub mod lock;
 pub mod long_csv;
 pub mod meta;

@@ -3,7 +3,7 @@
 use clap::Parser;
 use tram_experiments::cli::{Cli, Command};
 use tram_experiments::experiment::TaskSpec;
-use tram_experiments::{commands, compare, doctor, plan_report, regress};
+use tram_experiments::{commands, compare, doctor, gpu_check, plan_report, regress};
 
 fn main() {
     tracing_subscriber::fmt()
@@ -25,6 +25,7 @@ fn main() {
             regress::expectations(&calibration, seed, floor, &out)
         }
         Command::Plan(args) => plan_report::run(&args),
+        Command::GpuCheck(args) => gpu_check::run(&args),
         Command::Doctor => doctor::doctor(),
     };
     if let Err(e) = result {

@@ -63,7 +63,7 @@ pub fn script(opts: &SlurmOptions, profile: &str, name: &str, runs: usize, paths
     s += &format!("#SBATCH --job-name=tram-{name}\n");
     let throttle = opts.parallel.map_or_else(String::new, |p| format!("%{p}"));
     s += &format!("#SBATCH --array=0-{}{throttle}\n", tasks - 1);
-    s += &format!("#SBATCH --time={}\n", opts.time);
+    s += &format!("#SBATCH --time={}\n", opts.time.as_deref().unwrap_or("24:00:00"));
     s += &format!("#SBATCH --cpus-per-task={}\n", opts.cpus_per_task);
     if let Some(g) = opts.gpus_per_task {
         s += &format!("#SBATCH --gpus-per-task={g}\n");
@@ -99,6 +99,13 @@ pub fn script(opts: &SlurmOptions, profile: &str, name: &str, runs: usize, paths
     }
     s += "\n";
     Ok(s)
+}
+
+/// Slurm's `--time` for `seconds` of planned work with the margin of [`SlurmOptions::time`]: twice the plan, at
+/// least an hour, in whole hours (`D-HH:00:00`).
+pub fn time_limit(seconds: f64) -> String {
+    let hours = ((2.0 * seconds) / 3600.0).ceil().max(1.0) as u64;
+    format!("{}-{:02}:00:00", hours / 24, hours % 24)
 }
 
 /// Writes the script (executable) and the folder its tasks' logs go to; returns the script's path.
@@ -146,7 +153,8 @@ mod tests {
             gpus_per_task: Some(1),
             cpus_per_task: 8,
             mem: None,
-            time: "24:00:00".into(),
+            time: Some("24:00:00".into()),
+            throughput: None,
             partition: None,
             sbatch: vec!["--account=proj".into()],
             out: None,
@@ -184,5 +192,12 @@ mod tests {
         let more = SlurmOptions { tasks: Some(100), ..opts() };
         assert!(script(&more, "paper", "t", 6, &paths()).unwrap().contains("--array=0-5%8"), "no task without a run");
         assert!(script(&SlurmOptions { tasks: Some(0), ..opts() }, "paper", "t", 6, &paths()).is_err());
+    }
+
+    #[test]
+    fn the_planned_time_limit_doubles_the_plan_in_whole_hours() {
+        assert_eq!(time_limit(60.0), "0-01:00:00");
+        assert_eq!(time_limit(3.4 * 3600.0), "0-07:00:00");
+        assert_eq!(time_limit(13.0 * 3600.0), "1-02:00:00");
     }
 }

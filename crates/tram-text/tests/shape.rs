@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use tch::{nn, Device};
 use tram_core::Model;
+use tram_task::kit::weights::Init;
 use tram_text::causal_lm::{CausalLm, ModelSource, PretrainedLm};
 use tram_text::classifier::{FrozenPrefix, Pooling, SequenceClassifier};
 use tram_text::encoder::EncoderConfig;
@@ -135,4 +136,31 @@ fn the_paper_models_have_their_published_sizes() {
     assert_eq!(xlmr.shape().unwrap().total_params, 278_045_955);
     let unknown = CausalLmConfig { model: ModelSource::Snapshot("/path/to/gpt3".into()), ..CausalLmConfig::default() };
     assert!(unknown.shape().unwrap_err().to_string().contains("gpt2, gpt2-xl, xlm-roberta-base"));
+}
+
+#[test]
+fn random_weights_need_only_the_config_and_the_tokenizer() {
+    let src = fixtures().join("lm/gpt2-tiny");
+    let dir = std::env::temp_dir().join(format!("tram-random-gpt2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let source = ModelSource::Snapshot(dir.clone());
+    assert!(PretrainedLm::load(&source, Device::Cpu).is_err(), "without model.safetensors the pretrained load fails");
+    let weights = |source: &ModelSource, init| {
+        let mut lm = PretrainedLm::load_as(source, init, Device::Cpu).unwrap();
+        lm.decoder.named_weights()
+    };
+    let (a, b) = (weights(&source, Init::Random), weights(&source, Init::Random));
+    let pretrained = weights(&ModelSource::Snapshot(src), Init::Pretrained);
+    assert_eq!(a.len(), pretrained.len());
+    for (((name, x), (_, y)), (_, p)) in a.iter().zip(&b).zip(&pretrained) {
+        assert_eq!(x.size(), p.size(), "{name}");
+        assert!(x.equal(y), "{name}: the same seed draws the same weights");
+        if name.ends_with("bias") {
+            assert_eq!(x.abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
