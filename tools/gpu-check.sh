@@ -23,10 +23,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gpt2=(experiments/table4.toml --profile paper --set "task.model.snapshot=$DIR/gpt2" --set 'task.weights="random"'
   --set "task.data.m2d2=$DIR/m2d2" --set task.eval_blocks=1 --set task.validation_blocks=1
-  --set 'task.zero_shot_domains=["Art"]' --set task.eval_batch_size=4 --set schedule.warmup_steps=1
+  --set 'task.zero_shot_domains=["Art"]' --set task.eval_batch_size=4 --set schedule.warmup_steps=0
   --set 'selection="last"')
 vit=(experiments/table3.toml --profile paper --set "task.model={kind=\"vit\", dir=\"$DIR/vit-base-patch16-224\", pretrained=false}"
-  --set "task.data={kind=\"parquet\", dir=\"$DIR/cifar100\", columns={image=\"img\", label=\"fine_label\"}}"
+  --set "task.data={kind=\"parquet\", dir=\"$DIR/cifar100/cifar100\", columns={image=\"img\", label=\"fine_label\"}}"
   --set task.eval_batch_size=64 --set task.workers=4)
 short=(--set epochs=1 --set max_train_batches=2 --set 'methods=[{name="base"},{name="sam"},{name="tram-prev"},{name="tram-x"}]')
 

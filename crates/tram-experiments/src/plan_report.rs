@@ -182,13 +182,17 @@ fn fit_note(p: &MethodPlan, plan: &ProfilePlan, memory: f64, target: &PlanTarget
     }
     let over = total - memory;
     let per_example = p.activations.expect("a total has activations") / plan.batch_size as f64;
-    match plan::largest_micro_batch(p, per_example, memory) {
-        Some(b) if b > 0 => println!(
-            "  {} does not fit {} GiB: it needs {} GiB more; micro-batch {b} with accumulate {} fits",
+    // The largest micro-batch that fits and divides the profile's batch, so that accumulation keeps it.
+    let batch = plan.batch_size * plan.accumulate;
+    let micro = plan::largest_micro_batch(p, per_example, memory)
+        .and_then(|b| (1..=b.min(batch)).rev().find(|d| batch.is_multiple_of(*d)));
+    match micro {
+        Some(b) => println!(
+            "  {} does not fit {} GiB: it needs {} GiB more; batch_size = {b} with accumulate = {} fits",
             p.method,
             gib(memory),
             gib(over),
-            (plan.batch_size * plan.accumulate).div_ceil(b)
+            batch / b
         ),
         _ => println!(
             "  {} does not fit {} GiB: it needs {} GiB more, and even one example at a time does not fit ({} GiB for \
