@@ -114,7 +114,7 @@ rehearse *NAMES: setup
 rehearse-run *METHODS: build (rehearse "gpt2" "m2d2")
     nice -n 10 bash tools/rehearse/run.sh "{{rehearse_dir}}" {{METHODS}}
 
-# The folder `just gpu-check` reads (configurations, tokenizers, tiny data; no weights: 8 MB), from the rehearsal's.
+# The folder `just gpu-check` reads (configurations, tokenizers, tiny data; no weights: 8.7 MB), from the rehearsal's.
 gpu-check-prepare: setup
     just rehearse gpt2 m2d2 vit-base-patch16-224 cifar100
     rm -rf target/gpu-check && mkdir -p target/gpu-check/gpt2 target/gpu-check/vit-base-patch16-224

@@ -1,4 +1,4 @@
-//! The command line (clap): `tram run | tables | slurm | compare | check | expectations | doctor`.
+//! The command line (clap): `tram run | tables | slurm | plan | gpu-check | compare | check | expectations | doctor`.
 
 use std::path::PathBuf;
 
