@@ -184,7 +184,12 @@ pub fn slurm(opts: &SlurmOptions) -> Result<()> {
     let runs = sweep.profile.runs().len();
     let mut opts = opts.clone();
     if opts.time.is_none() {
-        opts.time = Some(planned_time(&opts, &sweep.profile, runs)?);
+        // Where the plan cannot say (steps that depend on the data's size), Slurm gets the former default.
+        let time = planned_time(&opts, &sweep.profile, runs).unwrap_or_else(|e| {
+            println!("--time 24:00:00 (the default: {e:#})");
+            "24:00:00".into()
+        });
+        opts.time = Some(time);
     }
     let path = slurm::write_script(&opts, &sweep.exp.file.name, &sweep.name, runs)?;
     println!("wrote {} ({runs} runs); submit it with `sbatch {}`", path.display(), path.display());
