@@ -107,6 +107,29 @@ rehearse *NAMES: setup
     python -c "import tokenizers, transformers, pyarrow, PIL" 2>/dev/null || pip install --quiet --disable-pip-version-check transformers==5.24.0 tokenizers==0.23.3 pyarrow==26.0.1 pillow==13.0.0
     python tools/rehearse/paper_shapes.py --out "{{rehearse_dir}}" {{NAMES}}
 
+# The CPU rehearsal at the paper's shapes (not in CI; about 30 minutes on a 2-core machine): GPT-2 base on
+# 1,024-token blocks, random weights, a few steps per method (default base and tram-prev), each run's peak resident
+# memory against `tram plan --device cpu`, one run killed after its first checkpoint and resumed:
+# results/rehearsal-cpu.csv (tools/rehearse/run.sh).
+rehearse-run *METHODS: build (rehearse "gpt2" "m2d2")
+    nice -n 10 bash tools/rehearse/run.sh "{{rehearse_dir}}" {{METHODS}}
+
+# The folder `just gpu-check` reads (configurations, tokenizers, tiny data; no weights: 8.7 MB), from the rehearsal's.
+gpu-check-prepare: setup
+    just rehearse gpt2 m2d2 vit-base-patch16-224 cifar100
+    rm -rf target/gpu-check && mkdir -p target/gpu-check/gpt2 target/gpu-check/vit-base-patch16-224
+    cp "{{rehearse_dir}}"/gpt2/{config.json,tokenizer.json} target/gpu-check/gpt2/
+    cp "{{rehearse_dir}}"/vit-base-patch16-224/{config.json,preprocessor_config.json} target/gpu-check/vit-base-patch16-224/
+    cp -r "{{rehearse_dir}}"/m2d2 "{{rehearse_dir}}"/cifar100 target/gpu-check/
+    du -sh target/gpu-check
+
+# On a machine with an NVIDIA GPU, in under 10 minutes, with a prebuilt `tram` (TRAM=...) and the folder
+# `just gpu-check-prepare` wrote (GPU_CHECK_DIR=...): the device, CUDA against the CPU on the first steps, step time
+# and peak CUDA memory per method in fp32 / TF32 / bf16 at the paper's shapes: results/gpu-check.csv
+# (tools/gpu-check.sh). Without CUDA: one line, exit 1, nothing written.
+gpu-check:
+    bash tools/gpu-check.sh
+
 # Per-method step time and optimizer overhead (criterion).
 bench: setup
     cargo bench -p tram-task --bench step

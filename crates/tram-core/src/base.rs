@@ -109,7 +109,7 @@ impl BaseConfig {
     }
 
     /// Names of the per-parameter state tensors this optimizer keeps.
-    fn slots(&self) -> &'static [&'static str] {
+    pub fn slots(&self) -> &'static [&'static str] {
         match self {
             BaseConfig::Sgd { momentum, .. } if *momentum > 0.0 => &["momentum_buffer"],
             BaseConfig::Sgd { .. } => &[],

@@ -593,6 +593,26 @@ fn noise_slots(noise: &mut NoiseSpec) -> [(&'static str, Slot<'_>); 2] {
 }
 
 impl Method {
+    /// Whether the driver keeps a copy of θ: for the restore after an ascent, and to become θ_{t−1} after the step.
+    pub fn saves_parameters(&self) -> bool {
+        self.ascent.is_some() || self.trust_region.is_some_and(|t| t.target == Target::PreviousStep)
+    }
+
+    /// Whether the trust-region target is a copy of the parameters (θ_{t−1}, θ_0, the EMA).
+    pub fn holds_target_copy(&self) -> bool {
+        self.trust_region.is_some_and(|t| t.target.holds_parameters())
+    }
+
+    /// Forward and backward passes per step: the paper's counts (Tables 1–2) where it states them, else the
+    /// pieces' (pass 1; the target's forward for a radius or a regulariser; the ascent's second forward and
+    /// backward).
+    pub fn passes(&self) -> (u32, u32) {
+        self.name.paper_passes().unwrap_or_else(|| {
+            let ascent = u32::from(self.ascent.is_some());
+            (1 + ascent + u32::from(self.trust_region.is_some()), 1 + ascent)
+        })
+    }
+
     /// The input noises of the method (TRAM-x's and R3F's target, TRAM-Fisher's pass 1).
     pub fn noise_specs(&self) -> Vec<&NoiseSpec> {
         let target = match &self.trust_region {

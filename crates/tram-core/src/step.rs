@@ -113,14 +113,8 @@ impl StepDriver {
         let device = vars.params[0].device();
         config.precision.prepare(device)?;
         let base = BaseOptimizer::new(config.base.clone(), vars.params.len())?;
-        // θ is saved for the restore after an ascent, and to become θ_{t−1} after the step.
-        let needs_saved =
-            method.ascent.is_some() || method.trust_region.is_some_and(|t| t.target == Target::PreviousStep);
-        let saved = if needs_saved { snapshot(&vars.params) } else { Vec::new() };
-        let target = match method.trust_region {
-            Some(TrustRegion { target, .. }) if target.holds_parameters() => Some(snapshot(&vars.params)),
-            _ => None,
-        };
+        let saved = if method.saves_parameters() { snapshot(&vars.params) } else { Vec::new() };
+        let target = method.holds_target_copy().then(|| snapshot(&vars.params));
         let progress = Progress { loss_scale: LossScale::for_precision(config.precision), ..Progress::default() };
         Ok(Self {
             config,
@@ -151,6 +145,13 @@ impl StepDriver {
 
     pub fn skipped_total(&self) -> u64 {
         self.progress.skipped_total
+    }
+
+    /// Copies of the trained parameters the driver of `method` holds beyond the model once it has stepped: saved
+    /// θ, the target, the base optimizer's slots; [`StepDriver::extra_memory_bytes`] is this many times
+    /// [`StepDriver::param_bytes`].
+    pub fn parameter_copies(method: &Method, base: &crate::BaseConfig) -> usize {
+        usize::from(method.saves_parameters()) + usize::from(method.holds_target_copy()) + base.slots().len()
     }
 
     /// Bytes the method holds beyond the model: saved θ, target copies, base-optimizer state.

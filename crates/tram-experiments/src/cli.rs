@@ -1,4 +1,4 @@
-//! The command line (clap): `tram run | tables | slurm | compare | check | expectations | doctor`.
+//! The command line (clap): `tram run | tables | slurm | plan | gpu-check | compare | check | expectations | doctor`.
 
 use std::path::PathBuf;
 
@@ -86,6 +86,12 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// What each method of a profile costs before it runs: parameters, memory (weights, gradients, optimizer
+    /// state, the method's copies, activations), passes and FLOPs per step, time per step, run and table.
+    Plan(PlanArgs),
+    /// On a CUDA machine: the device, then each method's step time and peak CUDA memory in fp32, TF32 and bf16
+    /// at a profile's shapes, beside the plan's memory (rows appended to a CSV). Fails at once without CUDA.
+    GpuCheck(crate::gpu_check::GpuCheckArgs),
     /// libtorch version, CUDA devices, and which offline assets are present (each group with its fetch command).
     Doctor,
 }
@@ -108,9 +114,16 @@ pub struct SlurmOptions {
     /// Memory per task, e.g. 32G.
     #[arg(long)]
     pub mem: Option<String>,
-    /// Time limit per task (a task that hits it leaves its run checkpointed: submit the script again).
-    #[arg(long, default_value = "24:00:00")]
-    pub time: String,
+    /// Time limit per task (a task that hits it leaves its run checkpointed: submit the script again). Default:
+    /// from `tram plan`, three times the predicted training time of the task's share of runs (the plan's matmul
+    /// rate is an upper bound on a step's, and evaluation is not counted), at least an hour; 24:00:00 where the
+    /// plan cannot say (steps per run that depend on the data's size).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// The runs' device's matmul rate in FLOP/s for the planned --time (default: measured here on --device, or
+    /// on the CPU when it is not here).
+    #[arg(long)]
+    pub throughput: Option<f64>,
     #[arg(long)]
     pub partition: Option<String>,
     /// Another #SBATCH option, e.g. --sbatch=--account=proj (repeatable).
@@ -119,4 +132,37 @@ pub struct SlurmOptions {
     /// Where to write the script (default: <results>/slurm/<experiment>-<profile>.sbatch).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `tram plan`'s arguments.
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// The experiment file, e.g. experiments/table4.toml.
+    pub experiment: PathBuf,
+    /// The profile to plan (default: every profile of the experiment).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Override a key of the profile, as for `tram run` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// cpu, cuda or cuda:N (the runs' device: CUDA's fused attention keeps no T×T matrices), or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// fp32, tf32, bf16 or fp16 (default: the profile's `precision`).
+    #[arg(long, value_parser = parse_precision)]
+    pub precision: Option<tram_core::Precision>,
+    /// The device's dense matmul rate in FLOP/s, e.g. 4e14 (default: measured here, on --device, when it is here).
+    #[arg(long)]
+    pub throughput: Option<f64>,
+    /// Memory the runs may use, e.g. 24GiB (default: this machine's on the CPU; none on CUDA).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CSV rows instead of tables.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+fn parse_precision(s: &str) -> Result<tram_core::Precision, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("`{s}`: expected fp32, tf32, bf16 or fp16"))
 }

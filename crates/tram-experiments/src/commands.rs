@@ -182,7 +182,46 @@ pub fn slurm(opts: &SlurmOptions) -> Result<()> {
     DeviceChoice::parse(&opts.sweep.device)?;
     sweep::check_results_folder(&opts.sweep.results)?;
     let runs = sweep.profile.runs().len();
-    let path = slurm::write_script(opts, &sweep.exp.file.name, &sweep.name, runs)?;
+    let mut opts = opts.clone();
+    if opts.time.is_none() {
+        // Where the plan cannot say (steps that depend on the data's size), Slurm gets the former default.
+        let time = planned_time(&opts, &sweep.profile, runs).unwrap_or_else(|e| {
+            println!("--time 24:00:00 (the default: {e:#})");
+            "24:00:00".into()
+        });
+        opts.time = Some(time);
+    }
+    let path = slurm::write_script(&opts, &sweep.exp.file.name, &sweep.name, runs)?;
     println!("wrote {} ({runs} runs); submit it with `sbatch {}`", path.display(), path.display());
     Ok(())
+}
+
+/// `--time` from `tram plan`: the slowest method's run times the runs a task trains, with the margin of
+/// [`slurm::time_limit`].
+fn planned_time(opts: &SlurmOptions, profile: &Profile<TaskSpec>, runs: usize) -> Result<String> {
+    let cuda = !matches!(DeviceChoice::parse(&opts.sweep.device)?, DeviceChoice::Cpu);
+    let here = if cuda && tch::Cuda::is_available() { tch::Device::Cuda(0) } else { tch::Device::Cpu };
+    let throughput = match opts.throughput {
+        Some(t) => t,
+        None => {
+            if cuda && !here.is_cuda() {
+                tracing::warn!("no CUDA device here: --time is planned at this CPU's rate (give --throughput)");
+            }
+            crate::plan::measure_throughput(here, profile.precision)?
+        }
+    };
+    let target =
+        crate::plan::PlanTarget { cuda, precision: profile.precision, throughput: Some(throughput), memory: None };
+    let plan = crate::plan::ProfilePlan::new(profile, &target)?;
+    let slowest = plan.methods.iter().map(|m| plan.seconds_per_run(m)).collect::<Option<Vec<f64>>>();
+    let Some(slowest) = slowest.and_then(|s| s.into_iter().reduce(f64::max)) else {
+        anyhow::bail!("the plan cannot say how long a run takes (steps per run depend on the data): give --time");
+    };
+    let per_task = runs.div_ceil(opts.tasks.unwrap_or(runs).clamp(1, runs));
+    let time = slurm::time_limit(slowest * per_task as f64);
+    println!(
+        "--time {time}: {per_task} run(s) per task, the slowest {:.1} h at {throughput:.3e} FLOP/s, doubled",
+        slowest / 3600.0
+    );
+    Ok(time)
 }

@@ -79,6 +79,12 @@ pub trait TaskConfig: Clone + PartialEq + std::fmt::Debug + Serialize + Deserial
 
     /// The config with what cannot change a result set to a fixed value: the task's part of a run's identity.
     fn identity(&self) -> Self;
+
+    /// The task's model from its configuration alone, for `tram plan` (a task that does not describe its model
+    /// cannot be planned).
+    fn shape(&self) -> Result<tram_task::ModelShape> {
+        bail!("this task does not describe its model's shape, so `tram plan` cannot size it")
+    }
 }
 
 impl TaskConfig for TaskSpec {
@@ -88,6 +94,14 @@ impl TaskConfig for TaskSpec {
 
     fn identity(&self) -> Self {
         TaskSpec::identity(self)
+    }
+
+    fn shape(&self) -> Result<tram_task::ModelShape> {
+        Ok(match self {
+            TaskSpec::ImageTransfer(c) => c.shape()?,
+            TaskSpec::CausalLm(c) => c.shape()?,
+            TaskSpec::CrossLingual(c) => c.shape()?,
+        })
     }
 }
 

@@ -10,8 +10,8 @@
 //! - the report: [`report`] (files and terminal), [`tables`] (Tables 2–5, 9, 13), [`analysis_table`] (Table 6),
 //!   [`significance`], [`plot`], [`paper`] (the paper's labels and numbers), [`long_csv`] (the tidy CSV);
 //! - the CSV tools: [`compare`] (`tram compare`), [`regress`] (`tram check`, `tram expectations`);
-//! - [`slurm`], [`doctor`], [`atomic`] (every file written atomically) and [`json`] (records that keep every
-//!   float, NaN included).
+//! - [`plan`] and [`plan_report`] (`tram plan`: memory and time before a run), [`slurm`], [`doctor`], [`gpu_check`],
+//!   [`atomic`] (every file written atomically) and [`json`] (records that keep every float, NaN included).
 
 pub mod analysis_table;
 pub mod atomic;
@@ -20,11 +20,14 @@ pub mod commands;
 pub mod compare;
 pub mod doctor;
 pub mod experiment;
+pub mod gpu_check;
 pub mod json;
 pub mod lock;
 pub mod long_csv;
 pub mod meta;
 pub mod paper;
+pub mod plan;
+pub mod plan_report;
 pub mod plot;
 pub mod regress;
 pub mod report;

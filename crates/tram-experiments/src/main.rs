@@ -3,7 +3,7 @@
 use clap::Parser;
 use tram_experiments::cli::{Cli, Command};
 use tram_experiments::experiment::TaskSpec;
-use tram_experiments::{commands, compare, doctor, regress};
+use tram_experiments::{commands, compare, doctor, gpu_check, plan_report, regress};
 
 fn main() {
     tracing_subscriber::fmt()
@@ -24,6 +24,8 @@ fn main() {
         Command::Expectations { calibration, seed, floor, out } => {
             regress::expectations(&calibration, seed, floor, &out)
         }
+        Command::Plan(args) => plan_report::run(&args),
+        Command::GpuCheck(args) => gpu_check::run(&args),
         Command::Doctor => doctor::doctor(),
     };
     if let Err(e) = result {

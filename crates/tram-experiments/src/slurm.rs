@@ -13,11 +13,10 @@ use crate::cli::SlurmOptions;
 /// counts of at least 1, and no character in any value that could end the script's line or a quoted word (a
 /// control character such as a newline): the script runs what it says and nothing else.
 pub fn validate(opts: &SlurmOptions, profile: &str) -> Result<()> {
-    if !is_slurm_time(&opts.time) {
+    if let Some(time) = opts.time.as_deref().filter(|t| !is_slurm_time(t)) {
         bail!(
-            "--time {:?}: not a Slurm time limit; use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS \
-             (e.g. --time 24:00:00)",
-            opts.time
+            "--time {time:?}: not a Slurm time limit; use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS \
+             (e.g. --time 24:00:00)"
         );
     }
     if let Some(mem) = &opts.mem {
@@ -138,7 +137,7 @@ pub fn script(opts: &SlurmOptions, profile: &str, name: &str, runs: usize, paths
     s += &format!("#SBATCH --job-name=tram-{name}\n");
     let throttle = opts.parallel.map_or_else(String::new, |p| format!("%{p}"));
     s += &format!("#SBATCH --array=0-{}{throttle}\n", tasks - 1);
-    s += &format!("#SBATCH --time={}\n", opts.time);
+    s += &format!("#SBATCH --time={}\n", opts.time.as_deref().unwrap_or("24:00:00"));
     s += &format!("#SBATCH --cpus-per-task={}\n", opts.cpus_per_task);
     if let Some(g) = opts.gpus_per_task {
         s += &format!("#SBATCH --gpus-per-task={g}\n");
@@ -171,6 +170,14 @@ pub fn script(opts: &SlurmOptions, profile: &str, name: &str, runs: usize, paths
     }
     s += "\n";
     Ok(s)
+}
+
+/// Slurm's `--time` for `seconds` of planned work with the margin of [`SlurmOptions::time`]: three times the plan
+/// (the CPU rehearsal's steps took 2.4 times the plan's time at the measured matmul rate; evaluation is not
+/// planned), at least an hour, in whole hours (`D-HH:00:00`).
+pub fn time_limit(seconds: f64) -> String {
+    let hours = ((3.0 * seconds) / 3600.0).ceil().max(1.0) as u64;
+    format!("{}-{:02}:00:00", hours / 24, hours % 24)
 }
 
 /// Writes the script (executable) and the folder its tasks' logs go to; returns the script's path.
@@ -218,7 +225,8 @@ mod tests {
             gpus_per_task: Some(1),
             cpus_per_task: 8,
             mem: None,
-            time: "24:00:00".into(),
+            time: Some("24:00:00".into()),
+            throughput: None,
             partition: None,
             sbatch: vec!["--account=proj".into()],
             out: None,
@@ -267,15 +275,18 @@ mod tests {
         };
         let sweep = |overrides: Vec<String>| SweepArgs { overrides, ..opts().sweep };
         refused(SlurmOptions { partition: Some("gpu\nrm -rf ~".into()), ..opts() }, "--partition");
-        refused(SlurmOptions { time: "1:00\nrm -rf ~".into(), ..opts() }, "--time");
-        refused(SlurmOptions { time: "bogus".into(), ..opts() }, "not a Slurm time limit");
+        refused(SlurmOptions { time: Some("1:00\nrm -rf ~".into()), ..opts() }, "--time");
+        refused(SlurmOptions { time: Some("bogus".into()), ..opts() }, "not a Slurm time limit");
         refused(SlurmOptions { mem: Some("lots".into()), ..opts() }, "not a Slurm memory size");
         refused(SlurmOptions { gpus_per_task: Some(0), ..opts() }, "--gpus-per-task 0");
         refused(SlurmOptions { cpus_per_task: 0, ..opts() }, "--cpus-per-task 0");
         refused(SlurmOptions { sbatch: vec!["--account=a\nrm -rf ~".into()], ..opts() }, "--sbatch");
         refused(SlurmOptions { sweep: sweep(vec!["epochs=1\nrm -rf ~".into()]), ..opts() }, "control character");
         for time in ["90", "30:00", "24:00:00", "2-00", "2-12:00", "1-00:00:00"] {
-            assert!(script(&SlurmOptions { time: time.into(), ..opts() }, "paper", "t", 6, &paths()).is_ok(), "{time}");
+            assert!(
+                script(&SlurmOptions { time: Some(time.into()), ..opts() }, "paper", "t", 6, &paths()).is_ok(),
+                "{time}"
+            );
         }
         let ok = SlurmOptions { mem: Some("32G".into()), partition: Some("gpu,gpu-large".into()), ..opts() };
         let text = script(&ok, "paper", "t", 6, &paths()).unwrap();
@@ -283,5 +294,12 @@ mod tests {
         // A quote in a value stays inside its word.
         let quoted = SlurmOptions { sweep: sweep(vec!["task.model.dir=/data/it's".into()]), ..opts() };
         assert!(script(&quoted, "paper", "t", 6, &paths()).unwrap().contains("--set 'task.model.dir=/data/it'\\''s'"));
+    }
+
+    #[test]
+    fn the_planned_time_limit_triples_the_plan_in_whole_hours() {
+        assert_eq!(time_limit(60.0), "0-01:00:00");
+        assert_eq!(time_limit(3.4 * 3600.0), "0-11:00:00");
+        assert_eq!(time_limit(13.0 * 3600.0), "1-15:00:00");
     }
 }

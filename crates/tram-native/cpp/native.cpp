@@ -2,6 +2,8 @@
 // function catches what libtorch throws: an exception must not cross into Rust.
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/CachingDeviceAllocator.h>
 #include <malloc.h>
 
 #include <climits>
@@ -79,6 +81,38 @@ int tram_keep_freed_memory(void) {
   int a = mallopt(M_MMAP_MAX, 0);
   int b = mallopt(M_TRIM_THRESHOLD, INT_MAX);
   return a == 1 && b == 1;
+}
+
+// torch.cuda.max_memory_allocated(device): the peak of bytes the CUDA caching allocator has handed out since the
+// last reset, or -1 (no CUDA, message on stderr).
+long long tram_cuda_max_memory_allocated(int device) {
+  try {
+    auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(static_cast<c10::DeviceIndex>(device));
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tram-native: CUDA memory: %s\n", e.what());
+    return -1;
+  }
+}
+
+// torch.cuda.reset_peak_memory_stats(device); 0, or 1 when libtorch refused.
+int tram_cuda_reset_peak_memory(int device) {
+  try {
+    c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(device));
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tram-native: CUDA memory: %s\n", e.what());
+    return 1;
+  }
+}
+
+// The CUDA runtime version libtorch was built with (e.g. 13000 for 13.0), or -1 without libtorch's CUDA library.
+long long tram_cuda_runtime_version(void) {
+  try {
+    return at::detail::getCUDAHooks().versionCUDART();
+  } catch (...) {
+    return -1;
+  }
 }
 
 }  // extern "C"

@@ -9,6 +9,8 @@
 //! - [`set_tf32`]: TF32 for float32 matmuls and convolutions on CUDA.
 //! - [`keep_freed_memory`]: glibc allocator settings for a training process whose steps allocate and free the
 //!   same large temporaries over and over.
+//! - [`cuda_max_memory_allocated`], [`cuda_reset_peak_memory`], [`cuda_runtime_version`]: the CUDA caching
+//!   allocator's peak (`torch.cuda.max_memory_allocated`) and the CUDA version libtorch was built with.
 
 use tch::{Device, Kind};
 
@@ -27,6 +29,24 @@ mod ffi {
         pub fn tram_autocast_enabled(cuda: c_int) -> c_int;
         pub fn tram_set_tf32(allow: c_int) -> c_int;
         pub fn tram_keep_freed_memory() -> c_int;
+        pub fn tram_cuda_max_memory_allocated(device: c_int) -> std::os::raw::c_longlong;
+        pub fn tram_cuda_reset_peak_memory(device: c_int) -> c_int;
+        pub fn tram_cuda_runtime_version() -> std::os::raw::c_longlong;
+    }
+
+    pub fn cuda_max_memory_allocated(device: c_int) -> i64 {
+        // SAFETY: plain C function over an integer; it catches libtorch's exceptions.
+        unsafe { tram_cuda_max_memory_allocated(device) }
+    }
+
+    pub fn cuda_reset_peak_memory(device: c_int) -> bool {
+        // SAFETY: plain C function over an integer; it catches libtorch's exceptions.
+        unsafe { tram_cuda_reset_peak_memory(device) == 0 }
+    }
+
+    pub fn cuda_runtime_version() -> i64 {
+        // SAFETY: plain C function without arguments; it catches libtorch's exceptions.
+        unsafe { tram_cuda_runtime_version() }
     }
 
     pub fn enter(cuda: bool, dtype: c_int) -> Option<(c_int, c_int)> {
@@ -111,6 +131,24 @@ pub fn keep_freed_memory() -> bool {
     ffi::keep_freed_memory()
 }
 
+/// `torch.cuda.max_memory_allocated(device)`: the most bytes CUDA's caching allocator has handed out at once since
+/// the last [`cuda_reset_peak_memory`]; `None` without CUDA.
+pub fn cuda_max_memory_allocated(device: usize) -> Option<u64> {
+    u64::try_from(ffi::cuda_max_memory_allocated(device as std::os::raw::c_int)).ok()
+}
+
+/// `torch.cuda.reset_peak_memory_stats(device)`; false without CUDA.
+pub fn cuda_reset_peak_memory(device: usize) -> bool {
+    ffi::cuda_reset_peak_memory(device as std::os::raw::c_int)
+}
+
+/// The CUDA runtime version libtorch was built with, as `major.minor` (e.g. "13.0"); `None` when this libtorch has
+/// no CUDA library loaded.
+pub fn cuda_runtime_version() -> Option<String> {
+    let v = ffi::cuda_runtime_version();
+    (v > 0).then(|| format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +202,13 @@ mod tests {
     fn allocator_settings_are_accepted() {
         assert!(keep_freed_memory());
         assert!(set_tf32(false));
+    }
+
+    #[test]
+    fn cuda_memory_is_none_without_a_device() {
+        if !tch::Cuda::is_available() {
+            assert_eq!(cuda_max_memory_allocated(0), None);
+            assert!(!cuda_reset_peak_memory(0));
+        }
     }
 }

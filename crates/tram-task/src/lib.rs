@@ -24,6 +24,7 @@ mod metric;
 mod result;
 mod rng;
 mod settings;
+pub mod shape;
 mod timing;
 mod train;
 
@@ -34,6 +35,7 @@ pub use metric::{Domain, Evaluation, Metric, Split};
 pub use result::{Diverged, EpochEval, RunResult, Selection, Timing};
 pub use rng::{fnv1a, hash_unit, SplitMix64};
 pub use settings::RunSettings;
+pub use shape::ModelShape;
 pub use timing::time_interleaved;
 pub use train::{train, EpochBatches, RunContext, TrainData};
 

@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 use tram_core::{InputNoise, Model};
+use tram_task::kit::weights::Init;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::gpt2::Gpt2;
+use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::layers::{read_config, Weights};
-use crate::llama::Llama;
+use crate::llama::{Llama, LlamaConfig};
 use crate::tokenizer::TextTokenizer;
 use crate::trainable::{NoiseAt, Trainable};
 
@@ -33,11 +34,27 @@ pub enum Decoder {
 impl Decoder {
     /// A Hugging Face snapshot folder; `model_type` in its `config.json` picks the architecture.
     pub fn from_snapshot(dir: &Path, device: Device) -> Result<Self> {
+        Self::from_snapshot_as(dir, Init::Pretrained, device)
+    }
+
+    /// A snapshot folder's architecture with its own weights or, [`Init::Random`], weights drawn from torch's
+    /// generator seeded with 0 (then only `config.json` is read).
+    pub fn from_snapshot_as(dir: &Path, init: Init, device: Device) -> Result<Self> {
         let config = read_config(dir)?;
-        match config.get("model_type").and_then(|m| m.as_str()) {
-            Some("gpt2") => Ok(Decoder::Gpt2(Gpt2::from_snapshot(dir, device)?)),
-            Some("llama") => Ok(Decoder::Llama(Llama::from_snapshot(dir, device)?)),
-            other => Err(Error::ModelConfig {
+        let path = dir.join("config.json");
+        if init == Init::Random {
+            tch::manual_seed(0);
+        }
+        match (config.get("model_type").and_then(|m| m.as_str()), init) {
+            (Some("gpt2"), Init::Random) => {
+                Ok(Decoder::Gpt2(Gpt2::random(Gpt2Config::from_json(config, &path)?, device)))
+            }
+            (Some("llama"), Init::Random) => {
+                Ok(Decoder::Llama(Llama::random(LlamaConfig::from_json(config, &path)?, device)))
+            }
+            (Some("gpt2"), _) => Ok(Decoder::Gpt2(Gpt2::from_snapshot(dir, device)?)),
+            (Some("llama"), _) => Ok(Decoder::Llama(Llama::from_snapshot(dir, device)?)),
+            (other, _) => Err(Error::ModelConfig {
                 path: dir.join("config.json"),
                 message: format!("model_type {other:?}: only \"gpt2\" and \"llama\" causal LMs are supported"),
             }),
@@ -199,6 +216,12 @@ pub struct PretrainedLm {
 impl PretrainedLm {
     /// Loads the model (float32, on `device`) and its tokenizer.
     pub fn load(source: &ModelSource, device: Device) -> Result<Self> {
+        Self::load_as(source, Init::Pretrained, device)
+    }
+
+    /// As [`PretrainedLm::load`], with a snapshot's weights drawn afresh when `init` says so (a GGUF file is
+    /// always read whole).
+    pub fn load_as(source: &ModelSource, init: Init, device: Device) -> Result<Self> {
         let (decoder, tokenizer, origin) = match source {
             ModelSource::Smollm2 | ModelSource::Gguf(_) => {
                 let path = match source {
@@ -211,7 +234,7 @@ impl PretrainedLm {
                 (decoder, tokenizer, path)
             }
             ModelSource::Snapshot(dir) => {
-                let decoder = Decoder::from_snapshot(dir, device)?;
+                let decoder = Decoder::from_snapshot_as(dir, init, device)?;
                 let tokenizer = TextTokenizer::from_file(dir.join("tokenizer.json"))?;
                 (decoder, tokenizer, dir.clone())
             }

@@ -38,6 +38,23 @@ pub trait Weights {
     /// Every weight tensor with its name, in a fixed order (a tied head appears once, as the embedding).
     fn slots(&mut self) -> Vec<(String, &mut Tensor)>;
 
+    /// Draws every slot afresh from torch's generator as Hugging Face initialises a new model: matrices and
+    /// embeddings N(0, 0.02), norm weights 1, biases 0 (GPT-2's residual projections are not scaled down: these
+    /// weights are for measuring shapes, not for learning).
+    fn randomize(&mut self) {
+        tch::no_grad(|| {
+            for (name, slot) in self.slots() {
+                if name.ends_with("bias") {
+                    let _ = slot.zero_();
+                } else if slot.dim() == 1 {
+                    let _ = slot.fill_(1.0);
+                } else {
+                    let _ = slot.normal_(0.0, 0.02);
+                }
+            }
+        });
+    }
+
     /// Fills every slot from `tensors` (same name, same shape; converted to float32 on the slot's device).
     /// Keys left over are an error unless `ignore` accepts them. `origin` names the file in errors.
     fn fill(

@@ -22,6 +22,7 @@ pub mod layers;
 pub mod llama;
 pub mod lm;
 pub mod prefix_cache;
+pub mod shape;
 pub mod tokenizer;
 pub mod trainable;
 pub mod xlingual;

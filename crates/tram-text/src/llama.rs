@@ -195,6 +195,13 @@ impl Llama {
         Ok(model)
     }
 
+    /// The model of `config` with weights drawn from torch's generator ([`Weights::randomize`]).
+    pub fn random(config: LlamaConfig, device: Device) -> Self {
+        let mut model = Self::empty(config, device);
+        model.randomize();
+        model
+    }
+
     /// A snapshot folder: `config.json` and `model.safetensors`.
     pub fn from_snapshot(dir: &Path, device: Device) -> Result<Self> {
         let config = LlamaConfig::from_json(read_config(dir)?, &dir.join("config.json"))?;

@@ -16,6 +16,7 @@ pub mod classifier;
 pub mod data;
 pub mod efficientnet_lite;
 pub mod error;
+pub mod shape;
 pub mod transfer;
 pub mod vit;
 pub mod zero_shot;

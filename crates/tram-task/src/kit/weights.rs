@@ -8,6 +8,24 @@ use tch::{nn, Tensor};
 
 use crate::error::{Error, Result};
 
+/// Where a model's weights come from (a task's `weights` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// The snapshot's own (`model.safetensors`).
+    #[default]
+    Pretrained,
+    /// Drawn afresh from a fixed seed in the snapshot's architecture (its `model.safetensors` need not exist):
+    /// for planning, rehearsals at the paper's shapes and `just gpu-check`, where nothing trained means anything.
+    Random,
+}
+
+impl Init {
+    pub fn is_pretrained(&self) -> bool {
+        *self == Init::Pretrained
+    }
+}
+
 /// What to do with keys that are not in both the source and the model.
 pub struct LoadRules<'a> {
     /// Model variables under these prefixes are not loaded (a new head, say).

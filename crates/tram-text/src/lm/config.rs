@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use tram_task::kit::weights::Init;
+
 use crate::causal_lm::{smollm2_gguf, ModelSource};
 use crate::data::brown;
 use crate::error::{Error, Result};
@@ -29,6 +31,10 @@ pub struct CausalLmConfig {
     /// `{ snapshot = "/path/gpt2" }` (a Hugging Face folder: GPT-2 or Llama).
     #[serde(default)]
     pub model: ModelSource,
+    /// `"pretrained"` (default) or `"random"`: a snapshot's architecture with weights drawn from a fixed seed, its
+    /// `model.safetensors` unread (for `tram plan` checks, `just rehearse` and `just gpu-check`).
+    #[serde(default, skip_serializing_if = "Init::is_pretrained")]
+    pub weights: Init,
     /// The corpus: `"brown"` (default) or `{ m2d2 = "/path/to/m2d2" }`.
     #[serde(default)]
     pub data: LmData,
@@ -132,6 +138,9 @@ impl CausalLmConfig {
                 "valid_fraction ({}) and test_fraction ({}) must be in [0, 1) and leave files to train on",
                 self.valid_fraction, self.test_fraction
             ));
+        }
+        if self.weights == Init::Random && !matches!(self.model, ModelSource::Snapshot(_)) {
+            return err("weights = \"random\" draws a snapshot's architecture; give model = { snapshot = ... }".into());
         }
         if self.noise_at == NoiseAt::Cached && self.trainable == Trainable::All {
             return err("noise_at = \"cached\" needs trainable = { top-layers = k }".into());

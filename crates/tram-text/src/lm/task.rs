@@ -68,7 +68,7 @@ impl CausalLmConfig {
     pub fn build(&self) -> Result<CausalLmTask> {
         self.validate()?;
         self.verify_assets()?;
-        let lm = PretrainedLm::load(&self.model, Device::Cpu)?;
+        let lm = PretrainedLm::load_as(&self.model, self.weights, Device::Cpu)?;
         self.trainable.first_trained_layer(lm.decoder.num_layers())?;
         if self.block_len as i64 > lm.decoder.max_positions() {
             return Err(Error::Config(format!(

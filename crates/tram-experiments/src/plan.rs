@@ -1,0 +1,234 @@
+//! `tram plan`: what each method of a profile costs before anything runs: parameters (total and trained),
+//! memory (weights, gradients, the base optimizer's state, the method's copies of θ, activations at the profile's
+//! micro-batch), passes and FLOPs per step, and time per step, run and table at a measured or stated throughput.
+//! The model comes from the task's configuration alone ([`tram_task::ModelShape`]), so the `paper` profiles plan
+//! on a machine without their downloads.
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+use tram_core::{Precision, Role, StepDriver, Target};
+use tram_task::shape::ExampleCosts;
+use tram_task::ModelShape;
+
+use crate::experiment::{method_id, Profile, TaskConfig};
+
+/// Where the planned runs execute, in what arithmetic, at what rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanTarget {
+    pub cuda: bool,
+    pub precision: Precision,
+    /// Dense matmul FLOP/s, measured or stated; `None`: unknown (no time is predicted).
+    pub throughput: Option<f64>,
+    /// Memory the runs may use, in bytes; `None`: unknown (nothing is said about fitting).
+    pub memory: Option<f64>,
+}
+
+/// The process itself on the CPU (libtorch's code and allocator, the task's tokenizer and data): what a run's
+/// resident memory holds besides its tensors (an estimate; `just rehearse` compares the plan with the measured).
+pub const CPU_RUNTIME_BYTES: f64 = 0.6 * GIB;
+
+pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// One method's plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodPlan {
+    pub method: String,
+    pub passes: (u32, u32),
+    pub weights: f64,
+    pub gradients: f64,
+    pub optimizer: f64,
+    /// Saved θ for the restore and the trust-region target's copy (θ_{t−1}, θ_0, the EMA).
+    pub copies: f64,
+    /// Activations and outputs of one micro-batch (`None`: the task does not model its architecture's).
+    pub activations: Option<f64>,
+    /// What a process holds besides tensors (the CPU's runtime; CUDA's context is outside its allocator).
+    pub runtime: f64,
+    pub flops_per_step: Option<f64>,
+    pub seconds_per_step: Option<f64>,
+}
+
+impl MethodPlan {
+    /// Bytes in all, where every part is known.
+    pub fn total(&self) -> Option<f64> {
+        self.activations.map(|a| self.weights + self.gradients + self.optimizer + self.copies + a + self.runtime)
+    }
+
+    /// Bytes the step driver reports as `extra_memory_bytes`: the copies and the optimizer's state.
+    pub fn extra(&self) -> f64 {
+        self.copies + self.optimizer
+    }
+}
+
+/// Bytes of one element of the passes' activations: the reduced type under autocast, else float32.
+fn activation_bytes(precision: Precision) -> f64 {
+    if precision.reduced().is_some() {
+        2.0
+    } else {
+        4.0
+    }
+}
+
+/// Copies of one example's output a step holds at its peak, in float32: the logits, the loss's log-softmax and,
+/// in the backward, their two gradients; a trust region adds the target's output and the divergence's two
+/// log-softmaxes, an ascent pass 1's logits kept for the radius while pass 2 runs.
+fn output_copies(method: &tram_core::Method) -> f64 {
+    4.0 + if method.trust_region.is_some() { 3.0 } else { 0.0 } + if method.ascent.is_some() { 1.0 } else { 0.0 }
+}
+
+/// Forwards with gradient whose graphs live at once: a regulariser on noised inputs (R3F) backpropagates
+/// through both the clean and the noised forward.
+fn graphs(method: &tram_core::Method) -> f64 {
+    match method.trust_region {
+        Some(tr) if matches!(tr.role, Role::Regulariser { .. }) && matches!(tr.target, Target::InputNoise(_)) => 2.0,
+        _ => 1.0,
+    }
+}
+
+/// Activation bytes of a micro-batch of `batch` examples.
+pub fn activation_memory(costs: &ExampleCosts, method: &tram_core::Method, batch: usize, target: &PlanTarget) -> f64 {
+    let kept = costs.attention.kept_matrices(target.cuda);
+    let graph = (costs.activation_elements + kept * costs.attention_elements) * activation_bytes(target.precision);
+    batch as f64 * (graphs(method) * graph + output_copies(method) * costs.output_elements * 4.0)
+}
+
+/// The plan of one method of a profile.
+pub fn method_plan<T>(
+    profile: &Profile<T>,
+    method: &tram_core::MethodConfig,
+    shape: &ModelShape,
+    target: &PlanTarget,
+) -> Result<MethodPlan> {
+    let built = method.build().with_context(|| format!("method {}", method_id(method)))?;
+    let trained = shape.trained_params as f64 * 4.0;
+    let optimizer = profile.optimizer.slots().len() as f64 * trained;
+    let copies = StepDriver::parameter_copies(&built, &profile.optimizer) as f64 * trained - optimizer;
+    // Autocast keeps a reduced copy of every weight a pass reads, for the pass.
+    let cast = if target.precision.reduced().is_some() { shape.total_params as f64 * 2.0 } else { 0.0 };
+    let passes = built.passes();
+    let activations = shape.costs.map(|c| activation_memory(&c, &built, profile.batch_size, target));
+    let flops_per_step = shape.costs.map(|c| {
+        let examples = (profile.batch_size * profile.accumulate) as f64;
+        examples * (f64::from(passes.0) * c.forward_flops + f64::from(passes.1) * c.backward_flops)
+    });
+    Ok(MethodPlan {
+        method: method_id(method),
+        passes,
+        weights: shape.total_params as f64 * 4.0 + cast,
+        gradients: trained,
+        optimizer,
+        copies,
+        activations,
+        runtime: if target.cuda { 0.0 } else { CPU_RUNTIME_BYTES },
+        flops_per_step,
+        seconds_per_step: flops_per_step.zip(target.throughput).map(|(f, t)| f / t),
+    })
+}
+
+/// Optimizer steps of one run where the profile fixes them (`max_train_batches × epochs`, in steps of
+/// `accumulate` micro-batches); `None` where they depend on the data's size.
+pub fn steps_per_run<T>(profile: &Profile<T>) -> Option<u64> {
+    profile.max_train_batches.map(|m| (m / profile.accumulate * profile.epochs) as u64)
+}
+
+/// The largest micro-batch whose step fits `budget` bytes with `plan`'s fixed parts (at least one example must).
+pub fn largest_micro_batch(plan: &MethodPlan, per_example: f64, budget: f64) -> Option<usize> {
+    let fixed = plan.weights + plan.gradients + plan.optimizer + plan.copies + plan.runtime;
+    (budget > fixed + per_example).then(|| ((budget - fixed) / per_example).floor() as usize)
+}
+
+/// FLOP/s of a square matmul in `precision` on `device`: the rate a step's matmuls could reach at best.
+pub fn measure_throughput(device: Device, precision: Precision) -> Result<f64> {
+    let kind = match precision {
+        Precision::Fp32 | Precision::Tf32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+        Precision::Fp16 => Kind::Half,
+    };
+    if precision == Precision::Tf32 {
+        if !device.is_cuda() {
+            bail!("tf32 is a CUDA matmul mode; plan the CPU in fp32 or bf16");
+        }
+        tram_native::set_tf32(true);
+    }
+    let n = if device.is_cuda() { 8192 } else { 1024 };
+    let a = Tensor::randn([n, n], (kind, device));
+    let b = Tensor::randn([n, n], (kind, device));
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let _ = a.matmul(&b);
+    sync();
+    let (start, mut reps) = (std::time::Instant::now(), 0u32);
+    while reps < 3 || start.elapsed().as_secs_f64() < 1.0 {
+        let _ = a.matmul(&b);
+        reps += 1;
+        sync();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if precision == Precision::Tf32 {
+        tram_native::set_tf32(false);
+    }
+    Ok(2.0 * (n as f64).powi(3) * f64::from(reps) / seconds)
+}
+
+/// `24GiB`, `80G`, `512MiB`, or bytes.
+pub fn parse_memory(text: &str) -> Result<f64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().with_context(|| format!("memory `{text}`: expected e.g. 24GiB"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" | "kb" => 1024.0,
+        "m" | "mib" | "mb" => 1024.0 * 1024.0,
+        "g" | "gib" | "gb" => GIB,
+        "t" | "tib" | "tb" => GIB * 1024.0,
+        u => bail!("memory `{text}`: unknown unit `{u}` (B, KiB, MiB, GiB, TiB)"),
+    };
+    Ok(value * scale)
+}
+
+/// The machine's memory: `MemTotal` of /proc/meminfo.
+pub fn cpu_memory() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+/// A profile's whole plan: the model, each method's plan, the runs.
+pub struct ProfilePlan {
+    pub shape: ModelShape,
+    pub methods: Vec<MethodPlan>,
+    pub steps_per_run: Option<u64>,
+    pub seeds: usize,
+    pub batch_size: usize,
+    pub accumulate: usize,
+}
+
+impl ProfilePlan {
+    pub fn new<T: TaskConfig>(profile: &Profile<T>, target: &PlanTarget) -> Result<Self> {
+        let shape = profile.task.shape().context("describing the task's model")?;
+        let methods =
+            profile.methods.iter().map(|m| method_plan(profile, m, &shape, target)).collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            shape,
+            methods,
+            steps_per_run: steps_per_run(profile),
+            seeds: profile.seeds.len(),
+            batch_size: profile.batch_size,
+            accumulate: profile.accumulate,
+        })
+    }
+
+    /// Seconds of one run of `plan` (training steps only: evaluation is not counted).
+    pub fn seconds_per_run(&self, plan: &MethodPlan) -> Option<f64> {
+        plan.seconds_per_step.zip(self.steps_per_run).map(|(s, n)| s * n as f64)
+    }
+
+    /// Seconds of every run of the profile (each method × each seed), where each is known.
+    pub fn seconds_per_table(&self) -> Option<f64> {
+        self.methods.iter().map(|p| self.seconds_per_run(p)).sum::<Option<f64>>().map(|s| s * self.seeds as f64)
+    }
+}
