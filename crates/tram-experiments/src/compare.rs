@@ -55,7 +55,13 @@ pub fn run(paths: &[PathBuf], metric: Option<&str>, baseline: Option<&str>) -> R
 fn paired(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result<()> {
     type Key = (String, String, String, String);
     let mut values: BTreeMap<Key, BTreeMap<String, BTreeMap<u64, f64>>> = BTreeMap::new();
+    // Examples per (experiment, profile, set, method, seed): an accuracy is k/n of them, compared in counts.
+    let mut examples: BTreeMap<(String, String, String, String, u64), f64> = BTreeMap::new();
     for r in long_csv::read_all(paths)? {
+        if r.metric == "examples" {
+            examples
+                .insert((r.experiment.clone(), r.profile.clone(), r.set.clone(), r.method.clone(), r.seed), r.value);
+        }
         if metric.is_none_or(|m| r.metric.contains(m)) {
             let key = (r.experiment, r.profile, r.metric, r.set);
             values.entry(key).or_default().entry(r.method).or_default().insert(r.seed, r.value);
@@ -73,9 +79,24 @@ fn paired(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result<()>
             if pairs.is_empty() {
                 continue;
             }
+            let seeds: Vec<u64> = by_seed.keys().copied().filter(|s| base.contains_key(s)).collect();
             let (a, b): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
             let Ok(d) = tram_stats::paired_difference(&a, &b) else { continue };
-            let w = match tram_stats::wilcoxon(&a, &b, tram_stats::Alternative::TwoSided) {
+            let n_of =
+                |method: &str, seed: u64| examples.get(&(e.clone(), pr.clone(), set.clone(), method.to_string(), seed));
+            let counts =
+                (k == "accuracy").then(|| accuracy_counts(&a, &b, &seeds, |s| n_of(m, s), |s| n_of(baseline, s)));
+            let test = match counts.flatten() {
+                Some((x, y, n)) => tram_stats::wilcoxon_counts(
+                    &x,
+                    &y,
+                    &[n],
+                    tram_stats::Alternative::TwoSided,
+                    tram_stats::WilcoxonMode::Auto,
+                ),
+                None => tram_stats::wilcoxon(&a, &b, tram_stats::Alternative::TwoSided),
+            };
+            let w = match test {
                 Ok(w) => Some(w.pvalue),
                 Err(tram_stats::StatsError::AllZeroDifferences) => Some(1.0),
                 Err(_) => None,
@@ -106,4 +127,49 @@ fn paired(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result<()>
     ])?;
     println!("{df}");
     Ok(())
+}
+
+/// Per pair, the count of each method (one set), and the set's size.
+type Counts = (Vec<Vec<u64>>, Vec<Vec<u64>>, u64);
+
+/// Paired accuracies `a`, `b` (by `seeds`) as counts k of one test set's n examples, when every run of both
+/// methods reports the same n: then equal differences tie as in SciPy on the exact values
+/// ([`tram_stats::wilcoxon_counts`]). `None` otherwise (e.g. an average over sets, which has no examples row).
+fn accuracy_counts<'a>(
+    a: &[f64],
+    b: &[f64],
+    seeds: &[u64],
+    n_a: impl Fn(u64) -> Option<&'a f64>,
+    n_b: impl Fn(u64) -> Option<&'a f64>,
+) -> Option<Counts> {
+    let n = *n_a(*seeds.first()?)?;
+    let same = seeds.iter().all(|&s| n_a(s) == Some(&n) && n_b(s) == Some(&n));
+    if !(same && n >= 1.0 && n.fract() == 0.0) {
+        return None;
+    }
+    let count = |acc: f64| {
+        let k = (acc * n).round();
+        ((acc * n - k).abs() < 1e-6 && (0.0..=n).contains(&k)).then_some(vec![k as u64])
+    };
+    let x = a.iter().map(|&v| count(v)).collect::<Option<Vec<_>>>()?;
+    let y = b.iter().map(|&v| count(v)).collect::<Option<Vec<_>>>()?;
+    Some((x, y, n as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracies_of_one_set_compare_in_counts_so_equal_differences_tie() {
+        // 1/3 − 0/3 twice: as floats the two differences need not be equal; as counts they are 1 and 1.
+        let (a, b) = (vec![1.0 / 3.0, 2.0 / 3.0, 1.0], vec![0.0, 1.0 / 3.0, 0.0]);
+        let n = 3.0;
+        let (x, y, size) = accuracy_counts(&a, &b, &[0, 1, 2], |_| Some(&n), |_| Some(&n)).unwrap();
+        assert_eq!((x, y, size), (vec![vec![1], vec![2], vec![3]], vec![vec![0], vec![1], vec![0]], 3));
+        // Another set size for one run, or a value that is not k/n: no counts (the float test is used).
+        let other = 4.0;
+        assert!(accuracy_counts(&a, &b, &[0, 1, 2], |s| Some(if s == 1 { &other } else { &n }), |_| Some(&n)).is_none());
+        assert!(accuracy_counts(&[0.5], &[0.0], &[0], |_| Some(&n), |_| Some(&n)).is_none());
+    }
 }
