@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use polars::prelude::*;
 
 use crate::long_csv;
+use crate::significance::{accuracy_count, Counts};
 
 /// Mean, 95% CI and n per (experiment, profile, metric, set, method) across runs; with a `baseline` method, each
 /// other method's paired difference to it (same seed), its 95% interval and the two-sided Wilcoxon p-value.
@@ -90,7 +91,7 @@ fn paired(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result<()>
                 Some((x, y, n)) => tram_stats::wilcoxon_counts(
                     &x,
                     &y,
-                    &[n],
+                    &n,
                     tram_stats::Alternative::TwoSided,
                     tram_stats::WilcoxonMode::Auto,
                 ),
@@ -129,9 +130,6 @@ fn paired(paths: &[PathBuf], metric: Option<&str>, baseline: &str) -> Result<()>
     Ok(())
 }
 
-/// Per pair, the count of each method (one set), and the set's size.
-type Counts = (Vec<Vec<u64>>, Vec<Vec<u64>>, u64);
-
 /// Paired accuracies `a`, `b` (by `seeds`) as counts k of one test set's n examples, when every run of both
 /// methods reports the same n: then equal differences tie as in SciPy on the exact values
 /// ([`tram_stats::wilcoxon_counts`]). `None` otherwise (e.g. an average over sets, which has no examples row).
@@ -147,13 +145,11 @@ fn accuracy_counts<'a>(
     if !(same && n >= 1.0 && n.fract() == 0.0) {
         return None;
     }
-    let count = |acc: f64| {
-        let k = (acc * n).round();
-        ((acc * n - k).abs() < 1e-6 && (0.0..=n).contains(&k)).then_some(vec![k as u64])
-    };
+    let n = n as u64;
+    let count = |acc: f64| accuracy_count(acc, n).map(|k| vec![k]);
     let x = a.iter().map(|&v| count(v)).collect::<Option<Vec<_>>>()?;
     let y = b.iter().map(|&v| count(v)).collect::<Option<Vec<_>>>()?;
-    Some((x, y, n as u64))
+    Some((x, y, vec![n]))
 }
 
 #[cfg(test)]
@@ -166,7 +162,7 @@ mod tests {
         let (a, b) = (vec![1.0 / 3.0, 2.0 / 3.0, 1.0], vec![0.0, 1.0 / 3.0, 0.0]);
         let n = 3.0;
         let (x, y, size) = accuracy_counts(&a, &b, &[0, 1, 2], |_| Some(&n), |_| Some(&n)).unwrap();
-        assert_eq!((x, y, size), (vec![vec![1], vec![2], vec![3]], vec![vec![0], vec![1], vec![0]], 3));
+        assert_eq!((x, y, size), (vec![vec![1], vec![2], vec![3]], vec![vec![0], vec![1], vec![0]], vec![3]));
         // Another set size for one run, or a value that is not k/n: no counts (the float test is used).
         let other = 4.0;
         assert!(accuracy_counts(&a, &b, &[0, 1, 2], |s| Some(if s == 1 { &other } else { &n }), |_| Some(&n)).is_none());

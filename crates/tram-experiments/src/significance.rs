@@ -221,7 +221,15 @@ pub fn compare(
 }
 
 /// `a`'s counts per pair and set, `b`'s, and the sets' sizes.
-type Counts = (Vec<Vec<u64>>, Vec<Vec<u64>>, Vec<u64>);
+pub(crate) type Counts = (Vec<Vec<u64>>, Vec<Vec<u64>>, Vec<u64>);
+
+/// The correct examples `k` behind an accuracy `value` of `n` examples: the value is k/n in floating point, so k is
+/// the nearest integer, well within 1e-6 of `value · n`. `None` when it is not, or when k is outside `0..=n`.
+pub(crate) fn accuracy_count(value: f64, n: u64) -> Option<u64> {
+    let k = value * n as f64;
+    let r = k.round();
+    ((k - r).abs() < 1e-6 && (0.0..=n as f64).contains(&r)).then_some(r as u64)
+}
 
 /// Accuracy as counts: per pair, the correct examples of `a`'s and of `b`'s run on each of `q`'s sets, and the
 /// sets' sizes; `None` unless every run's value on every set is `k/n` of its set's `n` examples and the sets
@@ -236,10 +244,7 @@ fn counts(runs: &[(&Summary, &Summary)], q: Quantity) -> Option<Counts> {
             .iter()
             .zip(&sets)
             .map(|(e, (key, n))| {
-                let k = e.value * *n as f64;
-                // The value is k/n in floating point: k is the nearest integer, well within 1e-6 of it.
-                (e.key() == *key && e.examples == *n && (k - k.round()).abs() < 1e-6 && k.round() >= 0.0)
-                    .then_some(k.round() as u64)
+                (e.key() == *key && e.examples == *n).then(|| accuracy_count(e.value, *n as u64)).flatten()
             })
             .collect()
     };
