@@ -147,23 +147,31 @@ pub fn expectations(calibration: &Path, seed: u64, floor: f64, out: &Path) -> Re
     Ok(())
 }
 
-/// Tolerances of an expectations file, by row: `(tolerance, relative)`.
-fn tolerances(path: &Path, n: usize) -> Result<Vec<(f64, bool)>> {
+/// Tolerances of an expectations file's rows `want`: `(tolerance, relative)`. A tolerance is finite and positive;
+/// 0 (an exact match) only for what the code counts exactly ([`Class::Exact`]): any other zero would fail a rerun
+/// whose rounding differs, or pass only by chance.
+fn tolerances(path: &Path, want: &[long_csv::Row]) -> Result<Vec<(f64, bool)>> {
     let df = read_csv(path)?;
     let (Ok(t), Ok(r)) = (df.column("tolerance"), df.column("relative")) else {
         bail!("{}: no `tolerance` and `relative` columns; write expectations with `tram expectations`", path.display())
     };
     let t: Vec<Option<f64>> = t.cast(&DataType::Float64)?.f64()?.into_iter().collect();
     let r: Vec<Option<bool>> = r.cast(&DataType::Boolean)?.bool()?.into_iter().collect();
-    (0..n)
-        .map(|i| match (t.get(i).copied().flatten(), r.get(i).copied().flatten()) {
-            // 0 is an exact match (counts); no tolerance is infinite or NaN (it would pass anything).
-            (Some(t), Some(r)) if t.is_finite() && t >= 0.0 => Ok((t, r)),
-            (Some(t), Some(_)) => bail!(
-                "{} line {}: tolerance {t} is not a finite number >= 0; write expectations with `tram expectations`",
+    let hint = "write expectations with `tram expectations`";
+    want.iter()
+        .enumerate()
+        .map(|(i, row)| match (t.get(i).copied().flatten(), r.get(i).copied().flatten()) {
+            (Some(t), Some(r)) if t.is_finite() && t > 0.0 => Ok((t, r)),
+            (Some(t), Some(r)) if t == 0.0 && class(&row.metric) == Class::Exact => Ok((t, r)),
+            (Some(0.0), Some(_)) => bail!(
+                "{} line {}: tolerance 0 for {}, which is not a count; only counts are matched exactly; {hint}",
                 path.display(),
-                i + 2
+                i + 2,
+                row.metric
             ),
+            (Some(t), Some(_)) => {
+                bail!("{} line {}: tolerance {t} is not a finite positive number; {hint}", path.display(), i + 2)
+            }
             _ => bail!("{} line {}: tolerance or relative missing or invalid", path.display(), i + 2),
         })
         .collect()
@@ -206,7 +214,7 @@ pub fn check(actual: &Path, expected: &Path) -> Result<()> {
     }
     let got: BTreeMap<(String, String, String), f64> =
         got_rows.into_iter().map(|r| ((r.run_id, r.set, r.metric), r.value)).collect();
-    let tol = tolerances(expected, want.len())?;
+    let tol = tolerances(expected, &want)?;
     let (mut passed, mut failed) = (0, 0);
     for (r, (tol, relative)) in want.iter().zip(tol) {
         let key = (r.run_id.clone(), r.set.clone(), r.metric.clone());
@@ -274,8 +282,17 @@ mod tests {
         };
         for bad in ["inf", "NaN", "-0.1"] {
             let err = check(&ok, &exp(bad)).unwrap_err().to_string();
-            assert!(err.contains("line 2") && err.contains("is not a finite number >= 0"), "{bad}: {err}");
+            assert!(err.contains("line 2") && err.contains("is not a finite positive number"), "{bad}: {err}");
         }
+        // An accuracy held to 0 would pass only a bit-equal rerun; counts are the one exact class.
+        let err = check(&ok, &exp("0")).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("tolerance 0 for accuracy, which is not a count"), "{err}");
+        let count =
+            |v: u32| write(&format!("count-{v}.csv"), &format!("{HEAD}t,q,sam-s0,sam,0,g,in-domain,examples,{v}\n"));
+        let head = "experiment,profile,run_id,method,seed,set,domain,metric,value,tolerance,relative";
+        let exact = write("exact.csv", &format!("{head}\nt,q,sam-s0,sam,0,g,in-domain,examples,334,0,false\n"));
+        assert!(check(&count(334), &exact).is_ok());
+        assert!(check(&count(333), &exact).is_err(), "a count is matched exactly");
         assert!(check(&ok, &exp("0.5")).is_ok(), "0.5 within 0.5 of 0.9");
         let other = write("other.csv", &format!("{HEAD}u,q,sam-s0,sam,0,g,in-domain,accuracy,0.9\n"));
         let err = check(&other, &exp("0.5")).unwrap_err().to_string();
