@@ -38,3 +38,4 @@ pub mod slurm;
 pub mod summary;
 pub mod sweep;
 pub mod tables;
+pub mod trust_region;

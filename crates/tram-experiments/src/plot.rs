@@ -11,6 +11,7 @@ use plotters::style::{register_font, FontStyle};
 use tram_task::Metric;
 
 use crate::summary::Summary;
+use crate::trust_region::Curve;
 
 const FONT_PATHS: [&str; 2] =
     ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];
@@ -147,6 +148,111 @@ pub fn transfer_plot(stem: &Path, title: &str, metric: Metric, data: &Series) ->
     })?;
     crate::atomic::write_with(&stem.with_extension("svg"), |tmp| {
         draw(SVGBackend::new(tmp, (width, 560)).into_drawing_area(), title, metric, data)
+    })?;
+    Ok(true)
+}
+
+/// One panel of the trust-region plot: `(label, points)` per method, log-scaled (a value ≤ 0 cannot be placed and
+/// is left out: TRAM-θ_{t−1}'s d at step 0 is 0).
+fn draw_curves<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    y_desc: &str,
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let all: Vec<&(f64, f64)> = lines.iter().flat_map(|(_, p)| p).collect();
+    if all.is_empty() {
+        area.titled(&format!("{title}: no method measures it"), ("sans-serif", 16)).map_err(|e| anyhow!("{e:?}"))?;
+        return Ok(());
+    }
+    let x_max = all.iter().map(|p| p.0).fold(1.0f64, f64::max);
+    let (lo, hi) = all.iter().fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.1), h.max(p.1)));
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, ((lo / 2.0)..(hi * 2.0)).log_scale())
+        .map_err(|e| anyhow!("{e:?}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| format!("{y:.0e}"))
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    for (i, (label, points)) in lines.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| anyhow!("{e:?}"))?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+fn draw_trust_region<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    curves: &[Curve],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(|e| anyhow!("{e:?}"))?;
+    let lines = |f: &dyn Fn(&Curve) -> &Vec<(u64, f64)>| -> Vec<(String, Vec<(f64, f64)>)> {
+        curves
+            .iter()
+            .map(|c| (c.label.clone(), f(c).iter().filter(|p| p.1 > 0.0).map(|&(s, v)| (s as f64, v)).collect()))
+            .filter(|(_, p): &(String, Vec<(f64, f64)>)| !p.is_empty())
+            .collect()
+    };
+    let panels = root.split_evenly((1, 2));
+    draw_curves(&panels[0], "trust-region distance d", "d (median over seeds)", &lines(&|c| &c.divergence))?;
+    draw_curves(&panels[1], "perturbation norm ‖ε‖", "‖ε‖ (median over seeds)", &lines(&|c| &c.eps_norm))?;
+    root.present().map_err(|e| anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+/// Writes `<stem>.png` and `<stem>.svg` of each method's d and ‖ε‖ over training (medians over seeds, log scale);
+/// returns false (after a warning) when no font is available or no method has a positive value to draw.
+pub fn trust_region_plot(stem: &Path, title: &str, curves: &[Curve]) -> Result<bool> {
+    let positive = |p: &[(u64, f64)]| p.iter().any(|q| q.1 > 0.0);
+    if !curves.iter().any(|c| positive(&c.divergence) || positive(&c.eps_norm)) {
+        return Ok(false);
+    }
+    if !register() {
+        tracing::warn!("no DejaVu Sans font found ({}); skipping the plot", FONT_PATHS.join(", "));
+        return Ok(false);
+    }
+    let size = (1400, 560);
+    crate::atomic::write_with(&stem.with_extension("png"), |tmp| {
+        let png = PathBuf::from(format!("{}.png", tmp.display()));
+        let drawn =
+            draw_trust_region(BitMapBackend::new(&png, size).into_drawing_area(), title, curves).and_then(|()| {
+                std::fs::rename(&png, tmp).with_context(|| format!("renaming {} to {}", png.display(), tmp.display()))
+            });
+        if drawn.is_err() {
+            std::fs::remove_file(&png).ok();
+        }
+        drawn
+    })?;
+    crate::atomic::write_with(&stem.with_extension("svg"), |tmp| {
+        draw_trust_region(SVGBackend::new(tmp, size).into_drawing_area(), title, curves)
     })?;
     Ok(true)
 }

@@ -191,6 +191,8 @@ pub fn write<T>(input: ReportInput<'_, T>, summaries: &[Summary]) -> Result<()> 
                     plot_stem.with_extension("svg").display()
                 );
             }
+            let name = format!("{} ({profile_name})", exp.file.name);
+            trust_region_report(runs_dir, results, &stem, &name, &entries, summaries)?;
             let shown = paper::without_paper(&t)?;
             (t, shown)
         }
@@ -199,6 +201,31 @@ pub fn write<T>(input: ReportInput<'_, T>, summaries: &[Summary]) -> Result<()> 
     atomic::write_csv(&out, &mut table)?;
     println!("{shown}");
     println!("wrote {} and {}", out.display(), long_path.display());
+    Ok(())
+}
+
+/// `<stem>-trust-region.csv` and its plot: each method's d and ‖ε‖ over training, medians over seeds (nothing
+/// when no method measures either, e.g. only the base optimizer ran).
+fn trust_region_report(
+    runs_dir: &Path,
+    results: &Path,
+    stem: &str,
+    title: &str,
+    entries: &[(String, String)],
+    summaries: &[Summary],
+) -> Result<()> {
+    let curves = crate::trust_region::curves(runs_dir, entries, summaries)?;
+    if !curves.iter().any(|c| c.measures()) {
+        return Ok(());
+    }
+    let stem = results.join(format!("{stem}-trust-region"));
+    atomic::write_csv(&stem.with_extension("csv"), &mut crate::trust_region::frame(&curves)?)?;
+    println!("wrote {}", stem.with_extension("csv").display());
+    let title = format!("{title}: d and ‖ε‖ per step, median over seeds");
+    let measured: Vec<_> = curves.into_iter().filter(|c| c.measures()).collect();
+    if crate::plot::trust_region_plot(&stem, &title, &measured)? {
+        println!("wrote {} and {}", stem.with_extension("png").display(), stem.with_extension("svg").display());
+    }
     Ok(())
 }
 
