@@ -91,6 +91,12 @@ regress-update: setup assets
     mkdir -p tests/regression
     for t in {{regress_tables}}; do ./target/debug/tram expectations target/regress-calibration/$t-quick-long.csv --seed 0 --out tests/regression/$t-quick-long.csv; done
 
+# Bad inputs a hostile user would try, each against the clear error or the recorded outcome it must have
+# (tools/hostile.sh; about 5 minutes, not in CI).
+hostile: setup assets
+    cargo build -p tram-experiments
+    TRAM="${CARGO_TARGET_DIR:-target}/debug/tram" bash tools/hostile.sh
+
 # Slurm for real (root, Debian; not in CI): a one-node cluster on this machine runs the quick Table 3 profile as a
 # job array of 4 tasks; its tables must equal one process's, and no run may be trained twice.
 test-slurm: setup assets
