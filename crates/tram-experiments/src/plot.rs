@@ -180,6 +180,7 @@ where
     chart
         .configure_mesh()
         .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(y_desc)
         .y_label_formatter(&|y| format!("{y:.0e}"))
         .label_style(("sans-serif", 13))
