@@ -152,18 +152,21 @@ pub fn transfer_plot(stem: &Path, title: &str, metric: Metric, data: &Series) ->
     Ok(true)
 }
 
-/// One panel of the trust-region plot: `(label, points)` per method, log-scaled (a value ≤ 0 cannot be placed and
+/// One method's line in a panel: its colour index (the same in both panels), label and `(step, value)` points.
+type Line = (usize, String, Vec<(f64, f64)>);
+
+/// One panel of the trust-region plot: a line per method, log-scaled (a value ≤ 0 cannot be placed and
 /// is left out: TRAM-θ_{t−1}'s d at step 0 is 0).
 fn draw_curves<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
     y_desc: &str,
-    lines: &[(String, Vec<(f64, f64)>)],
+    lines: &[Line],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let all: Vec<&(f64, f64)> = lines.iter().flat_map(|(_, p)| p).collect();
+    let all: Vec<&(f64, f64)> = lines.iter().flat_map(|(_, _, p)| p).collect();
     if all.is_empty() {
         area.titled(&format!("{title}: no method measures it"), ("sans-serif", 16)).map_err(|e| anyhow!("{e:?}"))?;
         return Ok(());
@@ -186,8 +189,8 @@ where
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
-    for (i, (label, points)) in lines.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    for (i, label, points) in lines {
+        let color = Palette99::pick(*i).to_rgba();
         chart
             .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
             .map_err(|e| anyhow!("{e:?}"))?
@@ -215,11 +218,15 @@ where
 {
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let root = root.titled(title, ("sans-serif", 20)).map_err(|e| anyhow!("{e:?}"))?;
-    let lines = |f: &dyn Fn(&Curve) -> &Vec<(u64, f64)>| -> Vec<(String, Vec<(f64, f64)>)> {
+    // A method keeps its colour in both panels.
+    let lines = |f: &dyn Fn(&Curve) -> &Vec<(u64, f64)>| -> Vec<Line> {
         curves
             .iter()
-            .map(|c| (c.label.clone(), f(c).iter().filter(|p| p.1 > 0.0).map(|&(s, v)| (s as f64, v)).collect()))
-            .filter(|(_, p): &(String, Vec<(f64, f64)>)| !p.is_empty())
+            .enumerate()
+            .map(|(i, c)| {
+                (i, c.label.clone(), f(c).iter().filter(|p| p.1 > 0.0).map(|&(s, v)| (s as f64, v)).collect())
+            })
+            .filter(|(_, _, p): &Line| !p.is_empty())
             .collect()
     };
     let panels = root.split_evenly((1, 2));
