@@ -120,6 +120,53 @@ where
     Ok(())
 }
 
+/// A figure that can be drawn on any plotters backend (the PNG and the SVG of one plot).
+trait Figure {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, plotters::coord::Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static;
+}
+
+/// Writes `<stem>.png` and `<stem>.svg` of `figure` at `size` (each atomically); returns false (after a warning)
+/// when no font is available.
+fn write_figure(stem: &Path, size: (u32, u32), figure: &impl Figure) -> Result<bool> {
+    if !register() {
+        tracing::warn!("no DejaVu Sans font found ({}); skipping the plot", FONT_PATHS.join(", "));
+        return Ok(false);
+    }
+    crate::atomic::write_with(&stem.with_extension("png"), |tmp| {
+        // The bitmap backend picks the encoder from the extension; the name stays this process's own, since
+        // sweeps sharing a results folder may draw the same plot at once.
+        let png = PathBuf::from(format!("{}.png", tmp.display()));
+        let drawn = figure.draw(BitMapBackend::new(&png, size).into_drawing_area()).and_then(|()| {
+            std::fs::rename(&png, tmp).with_context(|| format!("renaming {} to {}", png.display(), tmp.display()))
+        });
+        if drawn.is_err() {
+            std::fs::remove_file(&png).ok();
+        }
+        drawn
+    })?;
+    crate::atomic::write_with(&stem.with_extension("svg"), |tmp| {
+        figure.draw(SVGBackend::new(tmp, size).into_drawing_area())
+    })?;
+    Ok(true)
+}
+
+struct Transfer<'a> {
+    title: &'a str,
+    metric: Metric,
+    data: &'a Series,
+}
+
+impl Figure for Transfer<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, plotters::coord::Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(root, self.title, self.metric, self.data)
+    }
+}
+
 /// Writes `<stem>.png` and `<stem>.svg` (each atomically); returns false (after a warning) when no font is
 /// available or there is no finite value to plot.
 pub fn transfer_plot(stem: &Path, title: &str, metric: Metric, data: &Series) -> Result<bool> {
@@ -128,28 +175,8 @@ pub fn transfer_plot(stem: &Path, title: &str, metric: Metric, data: &Series) ->
         tracing::warn!("no finite value to plot; skipping {}", stem.with_extension("png").display());
         return Ok(false);
     }
-    if !register() {
-        tracing::warn!("no DejaVu Sans font found ({}); skipping the plot", FONT_PATHS.join(", "));
-        return Ok(false);
-    }
     let width = (140 * data.len() as u32).clamp(900, 1800);
-    crate::atomic::write_with(&stem.with_extension("png"), |tmp| {
-        // The bitmap backend picks the encoder from the extension; the name stays this process's own, since
-        // sweeps sharing a results folder may draw the same plot at once.
-        let png = PathBuf::from(format!("{}.png", tmp.display()));
-        let drawn =
-            draw(BitMapBackend::new(&png, (width, 560)).into_drawing_area(), title, metric, data).and_then(|()| {
-                std::fs::rename(&png, tmp).with_context(|| format!("renaming {} to {}", png.display(), tmp.display()))
-            });
-        if drawn.is_err() {
-            std::fs::remove_file(&png).ok();
-        }
-        drawn
-    })?;
-    crate::atomic::write_with(&stem.with_extension("svg"), |tmp| {
-        draw(SVGBackend::new(tmp, (width, 560)).into_drawing_area(), title, metric, data)
-    })?;
-    Ok(true)
+    write_figure(stem, (width, 560), &Transfer { title, metric, data })
 }
 
 /// One method's line in a panel: its colour index (the same in both panels), label and `(step, value)` points.
@@ -236,31 +263,26 @@ where
     Ok(())
 }
 
+struct TrustRegion<'a> {
+    title: &'a str,
+    curves: &'a [Curve],
+}
+
+impl Figure for TrustRegion<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, plotters::coord::Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw_trust_region(root, self.title, self.curves)
+    }
+}
+
 /// Writes `<stem>.png` and `<stem>.svg` of each method's d and ‖ε‖ over training (medians over seeds, log scale);
-/// returns false (after a warning) when no font is available or no method has a positive value to draw.
+/// returns false (after a warning) when no font is available, and false when no method has a positive value to draw.
 pub fn trust_region_plot(stem: &Path, title: &str, curves: &[Curve]) -> Result<bool> {
     let positive = |p: &[(u64, f64)]| p.iter().any(|q| q.1 > 0.0);
     if !curves.iter().any(|c| positive(&c.divergence) || positive(&c.eps_norm)) {
         return Ok(false);
     }
-    if !register() {
-        tracing::warn!("no DejaVu Sans font found ({}); skipping the plot", FONT_PATHS.join(", "));
-        return Ok(false);
-    }
-    let size = (1400, 560);
-    crate::atomic::write_with(&stem.with_extension("png"), |tmp| {
-        let png = PathBuf::from(format!("{}.png", tmp.display()));
-        let drawn =
-            draw_trust_region(BitMapBackend::new(&png, size).into_drawing_area(), title, curves).and_then(|()| {
-                std::fs::rename(&png, tmp).with_context(|| format!("renaming {} to {}", png.display(), tmp.display()))
-            });
-        if drawn.is_err() {
-            std::fs::remove_file(&png).ok();
-        }
-        drawn
-    })?;
-    crate::atomic::write_with(&stem.with_extension("svg"), |tmp| {
-        draw_trust_region(SVGBackend::new(tmp, size).into_drawing_area(), title, curves)
-    })?;
-    Ok(true)
+    write_figure(stem, (1400, 560), &TrustRegion { title, curves })
 }
