@@ -124,14 +124,21 @@ pub struct BaseOptimizer {
     config: BaseConfig,
     /// Per parameter: how many updates it has received (torch counts per parameter, skipping absent grads).
     steps: Vec<u64>,
-    /// Per parameter: slot tensors, created on the first update.
+    /// Per parameter: slot tensors, allocated with the optimizer (zeros; SGD's momentum buffer takes the first
+    /// update's direction, as torch's does).
     state: Vec<Vec<Tensor>>,
 }
 
 impl BaseOptimizer {
-    pub fn new(config: BaseConfig, num_params: usize) -> Result<Self> {
+    /// The optimizer of `params`, its state allocated now rather than at the first update (as torch does): the
+    /// long-lived slots then lie below the first step's temporaries in the heap instead of in the holes they
+    /// leave, which the next step's temporaries would have reused (measured on GPT-2's full fine-tuning on the
+    /// CPU: Adam's moments allocated lazily raised the peak resident memory by about their size).
+    pub fn new(config: BaseConfig, params: &[Tensor]) -> Result<Self> {
         config.validate()?;
-        Ok(Self { config, steps: vec![0; num_params], state: (0..num_params).map(|_| Vec::new()).collect() })
+        let slots = config.slots().len();
+        let state = tch::no_grad(|| params.iter().map(|p| (0..slots).map(|_| p.zeros_like()).collect()).collect());
+        Ok(Self { config, steps: vec![0; params.len()], state })
     }
 
     pub fn config(&self) -> &BaseConfig {
@@ -161,6 +168,8 @@ impl BaseOptimizer {
                 if momentum != 0.0 {
                     if state.is_empty() {
                         state.push(d_p.detach().copy());
+                    } else if t == 1 {
+                        state[0].copy_(&d_p);
                     } else {
                         let buf = &mut state[0];
                         let _ = buf.g_mul_scalar_(momentum);
@@ -255,4 +264,35 @@ impl BaseOptimizer {
 
 pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
     t.numel() * t.kind().elt_size_in_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn state_is_allocated_with_the_optimizer_and_sgd_momentum_starts_from_the_first_direction() {
+        let params =
+            || vec![Tensor::ones([3, 2], (Kind::Float, Device::Cpu)), Tensor::ones([5], (Kind::Float, Device::Cpu))];
+        let adam =
+            BaseOptimizer::new(BaseConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }, &params())
+                .unwrap();
+        assert_eq!(adam.state_bytes(), 2 * 11 * 4, "two moments of every parameter before any update");
+        let plain = BaseOptimizer::new(BaseConfig::sgd(), &params()).unwrap();
+        assert_eq!(plain.state_bytes(), 0, "plain SGD keeps nothing");
+        // torch: the momentum buffer is the first step's d_p itself (not 0.9·0 + d_p·(1 − dampening)).
+        let mut p = params();
+        let config = BaseConfig::Sgd { momentum: 0.9, dampening: 0.5, nesterov: false, weight_decay: 0.0 };
+        let mut sgd = BaseOptimizer::new(config, &p).unwrap();
+        assert_eq!(sgd.state_bytes(), 11 * 4);
+        let g = |v: f64| p.iter().map(|t| Some(t.ones_like() * v)).collect::<Vec<_>>();
+        let (g1, g2) = (g(2.0), g(4.0));
+        sgd.step(&mut p, &g1, 0.1);
+        assert!(p[0].allclose(&Tensor::full([3, 2], 1.0 - 0.1 * 2.0, (Kind::Float, Device::Cpu)), 1e-6, 1e-7, false));
+        sgd.step(&mut p, &g2, 0.1);
+        // buf = 0.9 · 2 + (1 − 0.5) · 4 = 3.8
+        let expected = 1.0 - 0.1 * 2.0 - 0.1 * 3.8;
+        assert!(p[1].allclose(&Tensor::full([5], expected, (Kind::Float, Device::Cpu)), 1e-6, 1e-7, false));
+    }
 }

@@ -92,7 +92,8 @@ pub(crate) struct StepCost {
 
 /// What pass 1 leaves for the ascent.
 struct PassOne {
-    /// The logits of each micro-batch of the group, detached.
+    /// The logits of each micro-batch of the group, detached; kept only where TRAM's radius needs them (else
+    /// each would stay alive through the group's later passes).
     logits: Vec<Tensor>,
     /// The regulariser's d, the group's mean.
     divergence: Option<f64>,
@@ -112,7 +113,7 @@ impl StepDriver {
         let vars = Variables::of(model.var_store())?;
         let device = vars.params[0].device();
         config.precision.prepare(device)?;
-        let base = BaseOptimizer::new(config.base.clone(), vars.params.len())?;
+        let base = BaseOptimizer::new(config.base.clone(), &vars.params)?;
         let saved = if method.saves_parameters() { snapshot(&vars.params) } else { Vec::new() };
         let target = method.holds_target_copy().then(|| snapshot(&vars.params));
         let progress = Progress { loss_scale: LossScale::for_precision(config.precision), ..Progress::default() };
@@ -147,7 +148,7 @@ impl StepDriver {
         self.progress.skipped_total
     }
 
-    /// Copies of the trained parameters the driver of `method` holds beyond the model once it has stepped: saved
+    /// Copies of the trained parameters the driver of `method` holds beyond the model from its construction: saved
     /// θ, the target, the base optimizer's slots; [`StepDriver::extra_memory_bytes`] is this many times
     /// [`StepDriver::param_bytes`].
     pub fn parameter_copies(method: &Method, base: &crate::BaseConfig) -> usize {
@@ -246,6 +247,7 @@ impl StepDriver {
         sums: &mut Sums,
     ) -> PassOne {
         let mut out = PassOne { logits: Vec::with_capacity(group.micros.len()), divergence: None };
+        let keep_logits = self.method.trust_region.is_some_and(|tr| tr.role == Role::Radius);
         for i in group.micros() {
             let noise = self.method.ascent_noise.map(|spec| self.noise(spec, i));
             let pass = self.pass(model, &batches[i], i, noise.as_ref(), group.weight(i), &mut target_outputs[i]);
@@ -253,7 +255,9 @@ impl StepDriver {
             if let Some(d) = pass.divergence {
                 add(&mut out.divergence, group.term(d, i));
             }
-            out.logits.push(pass.logits);
+            if keep_logits {
+                out.logits.push(pass.logits);
+            }
         }
         out
     }
