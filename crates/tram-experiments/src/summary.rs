@@ -32,6 +32,10 @@ pub struct Summary {
     pub backward_passes_per_step: f64,
     pub param_bytes: usize,
     pub extra_memory_bytes: usize,
+    /// The most bytes the device's tensors held at once during the run (CUDA's `max_memory_allocated`, or the
+    /// CPU's counted tensors); absent where not counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_tensor_bytes: Option<u64>,
     /// σ of the method's input noise as applied (a `sigma_relative` resolved against the model's scale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_sigma: Option<f64>,
@@ -96,6 +100,7 @@ impl Summary {
             backward_passes_per_step: per(&|s| s.backward_passes as f64 / s.micro_batches as f64),
             param_bytes: result.param_bytes,
             extra_memory_bytes: result.extra_memory_bytes,
+            peak_tensor_bytes: result.peak_tensor_bytes,
             noise_sigma: result.noise_sigma,
             train_seconds: result.epochs.iter().map(|e| e.train_seconds).sum(),
             diverged: result.diverged.clone(),
@@ -184,6 +189,7 @@ impl Summary {
             backward_passes_per_step: 2.0,
             param_bytes: 4,
             extra_memory_bytes: 4,
+            peak_tensor_bytes: None,
             noise_sigma: None,
             train_seconds: 1.0,
             diverged: None,

@@ -3,9 +3,11 @@
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <malloc.h>
 
+#include <atomic>
 #include <climits>
 #include <cstdio>
 #include <exception>
@@ -13,9 +15,67 @@
 namespace {
 // c10::DeviceType of the two devices tram runs on.
 c10::DeviceType device_type(int cuda) { return cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
+
+// The CPU allocator tram_count_cpu_tensors installs: libtorch's default (the C heap, c10's 64-byte alignment) with
+// a count of the bytes its tensors hold, now and at the peak (what torch.cuda.max_memory_allocated is for CUDA).
+// Each block starts with a 64-byte header holding its size.
+constexpr size_t kHeader = 64;
+std::atomic<long long> cpu_allocated{0};
+std::atomic<long long> cpu_peak{0};
+
+void free_counted(void* data) {
+  if (data == nullptr) return;
+  char* base = static_cast<char*>(data) - kHeader;
+  cpu_allocated -= static_cast<long long>(*reinterpret_cast<size_t*>(base));
+  std::free(base);
+}
+
+struct CountingAllocator final : c10::Allocator {
+  c10::DataPtr allocate(size_t n) override {
+    void* base = nullptr;
+    if (posix_memalign(&base, kHeader, n + kHeader) != 0) {
+      TORCH_CHECK_WITH(OutOfMemoryError, false, "tram: could not allocate ", n, " bytes for a CPU tensor");
+    }
+    *static_cast<size_t*>(base) = n;
+    long long now = cpu_allocated += static_cast<long long>(n);
+    long long peak = cpu_peak.load();
+    while (now > peak && !cpu_peak.compare_exchange_weak(peak, now)) {
+    }
+    void* data = static_cast<char*>(base) + kHeader;
+    return {data, data, &free_counted, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &free_counted; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+bool counting = false;
 }  // namespace
 
 extern "C" {
+
+// Installs the counting CPU allocator (tensors allocated before keep libtorch's). Returns 1 when installed.
+int tram_count_cpu_tensors(void) {
+  static CountingAllocator allocator;
+  try {
+    c10::SetCPUAllocator(&allocator, /*priority=*/1);
+    counting = true;
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tram-native: CPU allocator: %s\n", e.what());
+    return 0;
+  }
+}
+
+// The most bytes CPU tensors held at once since the last reset (peak != 0), or now (peak == 0); -1 when the
+// counting allocator is not installed.
+long long tram_cpu_tensor_bytes(int peak) {
+  if (!counting) return -1;
+  return peak ? cpu_peak.load() : cpu_allocated.load();
+}
+
+// Starts a new peak from the bytes held now.
+void tram_cpu_reset_peak(void) { cpu_peak = cpu_allocated.load(); }
 
 // Enters an autocast region for the device with `dtype` (a c10::ScalarType value) and reports the region it
 // replaces, as torch.autocast's __enter__: the previous enabled flag and dtype, restored by tram_autocast_exit.

@@ -29,6 +29,9 @@ mod ffi {
         pub fn tram_autocast_enabled(cuda: c_int) -> c_int;
         pub fn tram_set_tf32(allow: c_int) -> c_int;
         pub fn tram_keep_freed_memory() -> c_int;
+        pub fn tram_count_cpu_tensors() -> c_int;
+        pub fn tram_cpu_tensor_bytes(peak: c_int) -> std::os::raw::c_longlong;
+        pub fn tram_cpu_reset_peak();
         pub fn tram_cuda_max_memory_allocated(device: c_int) -> std::os::raw::c_longlong;
         pub fn tram_cuda_reset_peak_memory(device: c_int) -> c_int;
         pub fn tram_cuda_runtime_version() -> std::os::raw::c_longlong;
@@ -74,6 +77,21 @@ mod ffi {
     pub fn keep_freed_memory() -> bool {
         // SAFETY: plain C function without arguments (glibc's mallopt).
         unsafe { tram_keep_freed_memory() != 0 }
+    }
+
+    pub fn count_cpu_tensors() -> bool {
+        // SAFETY: plain C function without arguments; it catches libtorch's exceptions.
+        unsafe { tram_count_cpu_tensors() != 0 }
+    }
+
+    pub fn cpu_tensor_bytes(peak: bool) -> i64 {
+        // SAFETY: plain C function over an integer (atomic loads).
+        unsafe { tram_cpu_tensor_bytes(peak as c_int) }
+    }
+
+    pub fn cpu_reset_peak() {
+        // SAFETY: plain C function without arguments (atomic stores).
+        unsafe { tram_cpu_reset_peak() }
     }
 }
 
@@ -129,6 +147,39 @@ pub fn set_tf32(allow: bool) -> bool {
 /// Returns false when glibc refused a setting.
 pub fn keep_freed_memory() -> bool {
     ffi::keep_freed_memory()
+}
+
+/// Makes libtorch allocate CPU tensors through an allocator that counts the bytes they hold (the C heap as before,
+/// with a 64-byte header per tensor), so that [`peak_tensor_bytes`] can say on the CPU what CUDA's caching
+/// allocator says on a GPU. Process-wide; call it once at the start, before any tensor worth counting. False when
+/// libtorch refused.
+pub fn count_cpu_tensors() -> bool {
+    ffi::count_cpu_tensors()
+}
+
+/// The most bytes tensors on `device` held at once since the last [`reset_peak_tensor_bytes`]: on CUDA the
+/// caching allocator's `max_memory_allocated`, on the CPU the counting allocator's; `None` without CUDA, or on
+/// the CPU when [`count_cpu_tensors`] was not called.
+pub fn peak_tensor_bytes(device: Device) -> Option<u64> {
+    match device {
+        Device::Cuda(i) => cuda_max_memory_allocated(i),
+        _ => u64::try_from(ffi::cpu_tensor_bytes(true)).ok(),
+    }
+}
+
+/// Bytes tensors on the CPU hold now, where [`count_cpu_tensors`] was called.
+pub fn cpu_tensor_bytes() -> Option<u64> {
+    u64::try_from(ffi::cpu_tensor_bytes(false)).ok()
+}
+
+/// Starts [`peak_tensor_bytes`] afresh on `device`, from what its tensors hold now.
+pub fn reset_peak_tensor_bytes(device: Device) {
+    match device {
+        Device::Cuda(i) => {
+            cuda_reset_peak_memory(i);
+        }
+        _ => ffi::cpu_reset_peak(),
+    }
 }
 
 /// `torch.cuda.max_memory_allocated(device)`: the most bytes CUDA's caching allocator has handed out at once since

@@ -51,6 +51,11 @@ pub struct RunResult {
     pub skipped_examples: Vec<String>,
     pub param_bytes: usize,
     pub extra_memory_bytes: usize,
+    /// The most bytes the device's tensors held at once while the run trained and evaluated (since it resumed,
+    /// for a resumed run): CUDA's `max_memory_allocated`, or the CPU's counted tensors; `None` where the program
+    /// does not count ([`tram_native::peak_tensor_bytes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_tensor_bytes: Option<u64>,
     /// σ of the method's (first) input noise as the steps applied it: a `sigma_relative` resolved against the
     /// model's measured scale ([`tram_core::Model::noise_scale`]). `None` for methods without input noise.
     #[serde(default, skip_serializing_if = "Option::is_none")]

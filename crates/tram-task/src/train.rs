@@ -63,6 +63,8 @@ pub fn train<M: Model>(
     if steps_per_epoch == 0 {
         return Err(config_err("an epoch of 0 steps trains nothing"));
     }
+    let device = model.var_store().device();
+    tram_native::reset_peak_tensor_bytes(device);
     let mut optimizer = run.optimizer.clone();
     optimizer.schedule = optimizer.schedule.with_total_steps_if_unset((steps_per_epoch * run.epochs) as u64);
     let evaluate = |data: &mut dyn TrainData<M>, epoch, steps, train_loss, train_seconds, data_wait_seconds| {
@@ -98,6 +100,7 @@ pub fn train<M: Model>(
                 skipped_examples: Vec::new(),
                 param_bytes: driver.param_bytes(),
                 extra_memory_bytes: driver.extra_memory_bytes(),
+                peak_tensor_bytes: None,
                 noise_sigma: driver.method().noise_specs().first().map(|s| s.sigma),
                 diverged: None,
             };
@@ -108,7 +111,7 @@ pub fn train<M: Model>(
             (driver, at)
         }
     };
-    at.result.device = format!("{:?}", model.var_store().device());
+    at.result.device = format!("{device:?}");
     let every = ctx.checkpoints.as_ref().map_or(0, |c| c.every_steps);
     'epochs: while at.epoch <= run.epochs {
         let epoch = at.epoch;
@@ -190,6 +193,7 @@ pub fn train<M: Model>(
     let mut result = at.result;
     result.selected = RunResult::select(&result.epochs, run.selection);
     result.extra_memory_bytes = driver.extra_memory_bytes();
+    result.peak_tensor_bytes = tram_native::peak_tensor_bytes(device);
     Ok(result)
 }
 
