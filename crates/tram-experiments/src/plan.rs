@@ -68,11 +68,21 @@ fn activation_bytes(precision: Precision) -> f64 {
     }
 }
 
-/// Copies of one example's output a step holds at its peak, in float32: the logits, the loss's log-softmax and,
-/// in the backward, their two gradients; a trust region adds the target's output and the divergence's two
-/// log-softmaxes, an ascent pass 1's logits kept for the radius while pass 2 runs.
+/// Copies of one example's output a pass holds at its peak, in float32: the logits, the loss's log-softmax and,
+/// in the backward, their two gradients; a regulariser adds the target's output and the divergence's two
+/// log-softmaxes.
 fn output_copies(method: &tram_core::Method) -> f64 {
-    4.0 + if method.trust_region.is_some() { 3.0 } else { 0.0 } + if method.ascent.is_some() { 1.0 } else { 0.0 }
+    4.0 + if matches!(method.trust_region.map(|tr| tr.role), Some(Role::Regulariser { .. })) { 3.0 } else { 0.0 }
+}
+
+/// Micro-batches whose pass-1 logits TRAM keeps for the radius while pass 2 runs: every one of the step's group
+/// (one group of all `accumulate` micro-batches, or one each with m-sharpness); none for other methods.
+fn kept_logits(method: &tram_core::Method, accumulate: usize, m_sharpness: bool) -> f64 {
+    match method.trust_region.map(|tr| tr.role) {
+        Some(Role::Radius) if m_sharpness => 1.0,
+        Some(Role::Radius) => accumulate as f64,
+        _ => 0.0,
+    }
 }
 
 /// Forwards with gradient whose graphs live at once: a regulariser on noised inputs (R3F) backpropagates
@@ -84,11 +94,19 @@ fn graphs(method: &tram_core::Method) -> f64 {
     }
 }
 
-/// Activation bytes of a micro-batch of `batch` examples.
-pub fn activation_memory(costs: &ExampleCosts, method: &tram_core::Method, batch: usize, target: &PlanTarget) -> f64 {
+/// Activation bytes of a micro-batch of `batch` examples; `kept_logits`: micro-batches of pass-1 logits held beside it.
+pub fn activation_memory(
+    costs: &ExampleCosts,
+    method: &tram_core::Method,
+    batch: usize,
+    kept_logits: f64,
+    target: &PlanTarget,
+) -> f64 {
     let kept = costs.attention.kept_matrices(target.cuda);
-    let graph = (costs.activation_elements + kept * costs.attention_elements) * activation_bytes(target.precision);
-    batch as f64 * (graphs(method) * graph + output_copies(method) * costs.output_elements * 4.0)
+    let element = activation_bytes(target.precision);
+    let mask = if target.cuda { 1.0 } else { element };
+    let graph = (costs.activation_elements + kept * costs.attention_elements) * element + costs.mask_elements * mask;
+    batch as f64 * (graphs(method) * graph + (output_copies(method) + kept_logits) * costs.output_elements * 4.0)
 }
 
 /// The plan of one method of a profile.
@@ -105,7 +123,8 @@ pub fn method_plan<T>(
     // Autocast keeps a reduced copy of every weight a pass reads, for the pass.
     let cast = if target.precision.reduced().is_some() { shape.total_params as f64 * 2.0 } else { 0.0 };
     let passes = built.passes();
-    let activations = shape.costs.map(|c| activation_memory(&c, &built, profile.batch_size, target));
+    let kept = kept_logits(&built, profile.accumulate, profile.m_sharpness);
+    let activations = shape.costs.map(|c| activation_memory(&c, &built, profile.batch_size, kept, target));
     let flops_per_step = shape.costs.map(|c| {
         let examples = (profile.batch_size * profile.accumulate) as f64;
         examples * (f64::from(passes.0) * c.forward_flops + f64::from(passes.1) * c.backward_flops)

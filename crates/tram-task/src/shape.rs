@@ -24,8 +24,12 @@ pub struct ExampleCosts {
     /// FLOPs of one example's backward pass: the weight and input gradients of the trained part.
     pub backward_flops: f64,
     /// Elements autograd keeps for one example's backward (per forward with gradient), besides the attention
-    /// matrices and the output.
+    /// matrices, the dropout masks and the output.
     pub activation_elements: f64,
+    /// Elements of the dropout masks outside attention (residual dropouts) one example's forward keeps: a byte
+    /// each on CUDA (a fused kernel's mask), an element of the activations' type on the CPU (libtorch's CPU
+    /// dropout keeps its scaled noise as a tensor like its input).
+    pub mask_elements: f64,
     /// Elements of one T×T attention matrix over every head and trained layer, for one example.
     pub attention_elements: f64,
     /// How the model computes attention: how many such matrices a forward keeps.
@@ -37,8 +41,8 @@ pub struct ExampleCosts {
 /// How a model computes attention, which decides how many T×T matrices autograd keeps per forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attention {
-    /// Softmax(Q·Kᵀ)·V written out: the softmax's output is kept, and with dropout its mask (a byte per
-    /// element) and output.
+    /// Softmax(Q·Kᵀ)·V written out: the softmax's output is kept, and with dropout its mask and output (the mask
+    /// a byte per element on CUDA, a full element on the CPU).
     Unfused { dropout: bool },
     /// libtorch's `scaled_dot_product_attention`: fused kernels keep no T×T matrix on CUDA (and on the CPU without
     /// dropout); with dropout the CPU runs the unfused math.
@@ -46,9 +50,14 @@ pub enum Attention {
 }
 
 impl Attention {
-    /// T×T matrices (in elements of the matrix) kept per forward with gradient.
+    /// T×T matrices (in elements of the matrix) kept per forward with gradient. Measured on the CPU with
+    /// `torch.autograd.graph.saved_tensors_hooks` for GPT-2's layer (`tools/plan_saved.py`): with dropout 3.0.
     pub fn kept_matrices(self, cuda: bool) -> f64 {
-        let unfused = |dropout: bool| if dropout { 2.25 } else { 1.0 };
+        let unfused = |dropout: bool| match (dropout, cuda) {
+            (false, _) => 1.0,
+            (true, true) => 2.25,
+            (true, false) => 3.0,
+        };
         match self {
             Attention::Unfused { dropout } => unfused(dropout),
             Attention::Sdpa { dropout } if dropout && !cuda => unfused(true),
@@ -101,11 +110,15 @@ impl Stack {
     }
 
     /// Elements autograd keeps per trained layer and token: each LayerNorm's input and output, q, k, v and the
-    /// scaled q, the attention's output, the MLP's input to the activation and its output (an I-wide pair), and
-    /// two dropout masks of one byte per element (a quarter of a float).
+    /// scaled q, the attention's output, the MLP's input to the activation and its output (an I-wide pair).
     pub fn activation_elements(&self) -> f64 {
         let (d, i) = (self.hidden as f64, self.inner as f64);
-        self.trained as f64 * self.tokens as f64 * (9.5 * d + 2.0 * i)
+        self.trained as f64 * self.tokens as f64 * (9.0 * d + 2.0 * i)
+    }
+
+    /// Elements under the two residual dropouts' masks per trained layer and token (with hidden dropout).
+    pub fn mask_elements(&self) -> f64 {
+        self.trained as f64 * self.tokens as f64 * 2.0 * self.hidden as f64
     }
 
     /// One T×T matrix per head and trained layer.
@@ -149,5 +162,22 @@ mod tests {
         // positions, the final LayerNorm.
         let s = Stack { layers: 12, trained: 12, hidden: 768, inner: 3072, heads: 12, tokens: 1024 };
         assert_eq!(12 * s.layer_params() + 50_257 * 768 + 1024 * 768 + 2 * 768, 124_439_808);
+    }
+
+    #[test]
+    fn a_gpt2_layer_keeps_what_autograd_was_measured_to_keep_on_the_cpu() {
+        // tools/plan_saved.py: one GPT-2 base layer at 1,024 tokens saves 213.9 MB with dropout 0.1, 50.4 MB
+        // without (PyTorch 2.11's CPU kernels, as tram's).
+        let s = Stack { layers: 12, trained: 1, hidden: 768, inner: 3072, heads: 12, tokens: 1024 };
+        let with = |dropout: bool| {
+            let kept = Attention::Sdpa { dropout }.kept_matrices(false);
+            let masks = if dropout { s.mask_elements() } else { 0.0 };
+            4.0 * (s.activation_elements() + masks + kept * s.attention_elements()) / 1e6
+        };
+        assert!((with(true) / 213.9 - 1.0).abs() < 0.02, "{}", with(true));
+        assert!((with(false) / 50.4 - 1.0).abs() < 0.07, "{}", with(false));
+        // CUDA's fused attention keeps no T×T matrix; its unfused dropout a byte mask.
+        assert_eq!(Attention::Sdpa { dropout: true }.kept_matrices(true), 0.0);
+        assert_eq!(Attention::Unfused { dropout: true }.kept_matrices(true), 2.25);
     }
 }

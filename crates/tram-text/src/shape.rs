@@ -140,6 +140,7 @@ impl CausalLmConfig {
                                 forward_flops: s.forward_flops(cached) + head,
                                 backward_flops: s.backward_flops() + 2.0 * head,
                                 activation_elements: s.activation_elements() + (t * d) as f64 * 2.0,
+                                mask_elements: if c.resid_pdrop > 0.0 { s.mask_elements() } else { 0.0 },
                                 attention_elements: s.attention_elements(),
                                 attention: Attention::Sdpa { dropout: c.attn_pdrop > 0.0 },
                                 output_elements: (t * v) as f64,
@@ -182,6 +183,7 @@ impl CausalLmConfig {
                 // Per token: each RMSNorm's input, its products and output, q, k, v and the rotated q and k, the
                 // attention's output, the MLP's gate, activation, up and product (an I-wide four).
                 activation_elements: (trained * t) as f64 * (6.0 * h as f64 + 2.0 * q_kv as f64 + 4.0 * i as f64),
+                mask_elements: 0.0,
                 attention_elements: (trained * heads * t * t) as f64,
                 attention: Attention::Sdpa { dropout: c.attention_dropout > 0.0 },
                 output_elements: (t * v) as f64,
@@ -238,6 +240,7 @@ impl CrossLingualConfig {
                 forward_flops: s.forward_flops(cached) + 2.0 * head_params(d, labels) as f64,
                 backward_flops: s.backward_flops() + 4.0 * head_params(d, labels) as f64,
                 activation_elements: s.activation_elements(),
+                mask_elements: if c.hidden_dropout_prob > 0.0 { s.mask_elements() } else { 0.0 },
                 attention_elements: s.attention_elements(),
                 attention: Attention::Unfused { dropout: c.attention_probs_dropout_prob > 0.0 },
                 output_elements: labels as f64,

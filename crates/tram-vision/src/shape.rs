@@ -125,6 +125,7 @@ impl TransferConfig {
                 forward_flops: s.forward_flops(false) + patch,
                 backward_flops: s.backward_flops() + patch,
                 activation_elements: s.activation_elements() + (t * d) as f64,
+                mask_elements: if c.hidden_dropout_prob > 0.0 { s.mask_elements() } else { 0.0 },
                 attention_elements: s.attention_elements(),
                 attention: Attention::Unfused { dropout: c.attention_probs_dropout_prob > 0.0 },
                 output_elements: n as f64,
