@@ -130,10 +130,9 @@ pub struct BaseOptimizer {
 }
 
 impl BaseOptimizer {
-    /// The optimizer of `params`, its state allocated now rather than at the first update (as torch does): the
-    /// long-lived slots then lie below the first step's temporaries in the heap instead of in the holes they
-    /// leave, which the next step's temporaries would have reused (measured on GPT-2's full fine-tuning on the
-    /// CPU: Adam's moments allocated lazily raised the peak resident memory by about their size).
+    /// The optimizer of `params`, its state allocated now rather than at the first update (as torch does): a run
+    /// holds from its start the memory `tram plan` counts for it, so one that does not fit fails before its first
+    /// step rather than after it.
     pub fn new(config: BaseConfig, params: &[Tensor]) -> Result<Self> {
         config.validate()?;
         let slots = config.slots().len();
