@@ -60,15 +60,20 @@ pub enum Command {
     /// Write an `sbatch --array` script whose tasks run shards of the sweep on one shared results folder.
     Slurm(SlurmOptions),
     /// Compare methods across runs from tidy CSVs (the *-long.csv files): mean, 95% CI and n per metric and set,
-    /// or, with --baseline, paired differences to one method with their 95% interval and Wilcoxon p-value.
+    /// or, with --baseline (--baseline-profile), paired differences to one method (profile) with their 95% interval
+    /// and Wilcoxon p-value.
     Compare {
         csv: Vec<PathBuf>,
         /// Only metrics containing this text.
         #[arg(long)]
         metric: Option<String>,
         /// Pair every other method with this one by seed (a method id of the `method` column, e.g. base).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "baseline_profile")]
         baseline: Option<String>,
+        /// Pair every method of the other profiles with the same method of this profile, by seed (e.g. a `bf16`
+        /// sweep with its float32 `embedded` one: give both long CSVs).
+        #[arg(long)]
+        baseline_profile: Option<String>,
     },
     /// Check a tidy CSV against expectations, each row within its own tolerance (the CI regression check).
     Check { actual: PathBuf, expected: PathBuf },

@@ -24,7 +24,14 @@ fn main() {
         Command::Run { sweep, fresh, shard } => commands::run::<TaskSpec>(&sweep, fresh, shard.as_deref()),
         Command::Tables { sweep } => commands::tables::<TaskSpec>(&sweep),
         Command::Slurm(opts) => commands::slurm(&opts),
-        Command::Compare { csv, metric, baseline } => compare::run(&csv, metric.as_deref(), baseline.as_deref()),
+        Command::Compare { csv, metric, baseline, baseline_profile } => {
+            let pairing = match (&baseline, &baseline_profile) {
+                (Some(m), _) => Some(compare::Baseline::Method(m)),
+                (None, Some(p)) => Some(compare::Baseline::Profile(p)),
+                (None, None) => None,
+            };
+            compare::run(&csv, metric.as_deref(), pairing)
+        }
         Command::Check { actual, expected } => regress::check(&actual, &expected),
         Command::Expectations { calibration, seed, floor, out } => {
             regress::expectations(&calibration, seed, floor, &out)
