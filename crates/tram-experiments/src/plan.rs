@@ -41,6 +41,10 @@ pub struct MethodPlan {
     pub copies: f64,
     /// Activations and outputs of one micro-batch (`None`: the task does not model its architecture's).
     pub activations: Option<f64>,
+    /// A copy of the largest trained tensor, the step's temporary beside the graph ([`MethodPlan::transient`]).
+    pub largest_tensor: f64,
+    /// What the ascent holds once the graph is freed ([`ascent_memory`]).
+    pub ascent: f64,
     /// What a process holds besides tensors (the CPU's runtime; CUDA's context is outside its allocator).
     pub runtime: f64,
     pub flops_per_step: Option<f64>,
@@ -50,7 +54,21 @@ pub struct MethodPlan {
 impl MethodPlan {
     /// Bytes in all, where every part is known.
     pub fn total(&self) -> Option<f64> {
-        self.activations.map(|a| self.weights + self.gradients + self.optimizer + self.copies + a + self.runtime)
+        self.activations.map(|a| self.fixed() + a + self.transient(a))
+    }
+
+    /// Bytes that do not depend on the micro-batch: weights, gradients, optimizer state, copies, the runtime.
+    pub fn fixed(&self) -> f64 {
+        self.weights + self.gradients + self.optimizer + self.copies + self.runtime
+    }
+
+    /// The step's temporaries outside the autograd graph at its peak, beyond `activations`: beside the graph a copy
+    /// of the largest trained tensor (from the second backward on, a fresh gradient before it is added to the kept
+    /// one; the optimizer's update, tensor by tensor); or, where it exceeds the graph, what the ascent holds once
+    /// the graph is freed. Measured by the CPU rehearsal (docs/paper-scale.md): with XLM-R's 768 MB embedding table
+    /// these are the peak.
+    pub fn transient(&self, activations: f64) -> f64 {
+        self.largest_tensor.max(self.ascent - activations)
     }
 
     /// Bytes the step driver reports as `extra_memory_bytes`: the copies and the optimizer's state.
@@ -109,6 +127,16 @@ pub fn activation_memory(
     batch as f64 * (graphs(method) * graph + (output_copies(method) + kept_logits) * costs.output_elements * 4.0)
 }
 
+/// What the ascent holds while θ moves: ASAM's, TRAM's and Fisher's direction (a copy of the `trained` bytes) and
+/// two tensors of `largest` bytes being formed; SAM's direction is the gradient itself, its move one tensor.
+pub fn ascent_memory(method: &tram_core::Method, trained: f64, largest: f64) -> f64 {
+    match method.ascent {
+        None => 0.0,
+        Some(tram_core::Ascent::Sam { .. }) => largest,
+        Some(_) => trained + 2.0 * largest,
+    }
+}
+
 /// The plan of one method of a profile.
 pub fn method_plan<T>(
     profile: &Profile<T>,
@@ -125,6 +153,7 @@ pub fn method_plan<T>(
     let passes = built.passes();
     let kept = kept_logits(&built, profile.accumulate, profile.m_sharpness);
     let activations = shape.costs.map(|c| activation_memory(&c, &built, profile.batch_size, kept, target));
+    let largest_tensor = shape.largest_trained as f64 * 4.0;
     let flops_per_step = shape.costs.map(|c| {
         let examples = (profile.batch_size * profile.accumulate) as f64;
         examples * (f64::from(passes.0) * c.forward_flops + f64::from(passes.1) * c.backward_flops)
@@ -137,6 +166,8 @@ pub fn method_plan<T>(
         optimizer,
         copies,
         activations,
+        largest_tensor,
+        ascent: ascent_memory(&built, trained, largest_tensor),
         runtime: if target.cuda { 0.0 } else { CPU_RUNTIME_BYTES },
         flops_per_step,
         seconds_per_step: flops_per_step.zip(target.throughput).map(|(f, t)| f / t),
@@ -151,8 +182,14 @@ pub fn steps_per_run<T>(profile: &Profile<T>) -> Option<u64> {
 
 /// The largest micro-batch whose step fits `budget` bytes with `plan`'s fixed parts (at least one example must).
 pub fn largest_micro_batch(plan: &MethodPlan, per_example: f64, budget: f64) -> Option<usize> {
-    let fixed = plan.weights + plan.gradients + plan.optimizer + plan.copies + plan.runtime;
-    (budget > fixed + per_example).then(|| ((budget - fixed) / per_example).floor() as usize)
+    let fixed = plan.fixed();
+    let fits = |b: f64| fixed + b * per_example + plan.transient(b * per_example) <= budget;
+    if !fits(1.0) {
+        return None;
+    }
+    // Beyond the ascent's share the total grows by per_example with each example.
+    let b = ((budget - fixed - plan.largest_tensor) / per_example).floor().max(1.0);
+    Some((1..=b as usize).rev().find(|&b| fits(b as f64)).unwrap_or(1))
 }
 
 /// FLOP/s of a square matmul in `precision` on `device`: the rate a step's matmuls could reach at best.

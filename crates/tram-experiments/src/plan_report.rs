@@ -122,7 +122,7 @@ fn print_table(exp: &str, name: &str, plan: &ProfilePlan, target: &PlanTarget, n
         plan.methods.len() * plan.seeds
     );
     println!(
-        "  {:<24} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8}",
+        "  {:<24} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8}",
         "method",
         "passes",
         "weights",
@@ -130,20 +130,24 @@ fn print_table(exp: &str, name: &str, plan: &ProfilePlan, target: &PlanTarget, n
         "optim",
         "copies",
         "activ",
+        "temps",
         "total",
         "fits",
         "TFLOP/step",
         "s/step",
         "h/run"
     );
-    println!("  {:<24} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "", "F/B", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB");
+    println!(
+        "  {:<24} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "", "F/B", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB"
+    );
     for p in &plan.methods {
         let fits = match (p.total(), target.memory) {
             (Some(t), Some(m)) => if t <= m { "yes" } else { "NO" }.to_string(),
             _ => "?".into(),
         };
         println!(
-            "  {:<24} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8}",
+            "  {:<24} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8}",
             p.method,
             format!("{}/{}", p.passes.0, p.passes.1),
             gib(p.weights),
@@ -151,6 +155,7 @@ fn print_table(exp: &str, name: &str, plan: &ProfilePlan, target: &PlanTarget, n
             gib(p.optimizer),
             gib(p.copies),
             or_unknown(p.activations.map(gib)),
+            or_unknown(p.activations.map(|a| gib(p.transient(a)))),
             or_unknown(p.total().map(gib)),
             fits,
             or_unknown(p.flops_per_step.map(|f| format!("{:.2}", f / 1e12))),
@@ -211,14 +216,14 @@ fn print_csv(exp: &str, name: &str, plan: &ProfilePlan, target: &PlanTarget, hea
         println!(
             "experiment,profile,method,device,precision,total_params,trained_params,micro_batch,accumulate,\
              forward_passes,backward_passes,weights_bytes,gradient_bytes,optimizer_bytes,copies_bytes,\
-             activation_bytes,total_bytes,memory_bytes,fits,flops_per_step,seconds_per_step,steps_per_run,seconds_per_run"
+             activation_bytes,transient_bytes,total_bytes,memory_bytes,fits,flops_per_step,seconds_per_step,steps_per_run,seconds_per_run"
         );
     }
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.0}"));
     for p in &plan.methods {
         let fits = p.total().zip(target.memory).map_or(String::new(), |(t, m)| (t <= m).to_string());
         println!(
-            "{exp},{name},{},{},{:?},{},{},{},{},{},{},{:.0},{:.0},{:.0},{:.0},{},{},{},{fits},{},{},{},{}",
+            "{exp},{name},{},{},{:?},{},{},{},{},{},{},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{fits},{},{},{},{}",
             p.method,
             if target.cuda { "cuda" } else { "cpu" },
             target.precision,
@@ -233,6 +238,7 @@ fn print_csv(exp: &str, name: &str, plan: &ProfilePlan, target: &PlanTarget, hea
             p.optimizer,
             p.copies,
             opt(p.activations),
+            opt(p.activations.map(|a| p.transient(a))),
             opt(p.total()),
             opt(target.memory),
             opt(p.flops_per_step),

@@ -1,6 +1,7 @@
 //! `tram plan` kept honest: its extra memory per method equals what the step driver holds after a step
 //! (`StepDriver::extra_memory_bytes`) on the fixture's tiny GPT-2, for every method and both base optimizers;
-//! every profile of every experiment plans; Table 10's plan says that GPT-2 XL with TRAM does not fit 24 GiB.
+//! every profile of every experiment plans; Table 10's plan says that GPT-2 XL with TRAM does not fit 24 GiB; where the graph
+//! is small (XLM-R's embeddings trained) the ascent's direction is the step's peak.
 
 use std::path::{Path, PathBuf};
 
@@ -83,4 +84,30 @@ fn table10_with_tram_does_not_fit_24_gib_even_one_block_at_a_time() {
     assert_eq!(plan::largest_micro_batch(tram, per_example, 24.0 * GIB), None);
     // An 80 GiB card fits it a few blocks at a time.
     assert!(plan::largest_micro_batch(tram, per_example, 80.0 * GIB).is_some_and(|b| (1..16).contains(&b)));
+}
+
+#[test]
+fn where_the_graph_is_small_the_ascents_direction_is_the_peak() {
+    // XLM-R base trained in full (250,002 × 768 embeddings) at 8 examples of 128 tokens: the graph is smaller than
+    // TRAM's direction (a copy of every trained parameter) with two embedding-sized tensors being formed.
+    let sets =
+        ["batch_size=8", "task.prune_vocab=false", "methods=[{name=\"base\"},{name=\"sam\"},{name=\"tram-prev\"}]"];
+    let p = profile("table5", "paper", &sets.map(String::from));
+    let plan = ProfilePlan::new(&p, &CPU).unwrap();
+    let largest = 250_002.0 * 768.0 * 4.0;
+    let trained = plan.shape.trained_params as f64 * 4.0;
+    let [base, sam, tram] = [0, 1, 2].map(|i| &plan.methods[i]);
+    let act = base.activations.unwrap();
+    assert!(act < trained, "the graph at 8 × 128 tokens ({act}) is below a copy of θ ({trained})");
+    assert_eq!(base.transient(act), largest, "Adam: one embedding-sized temporary beside the graph");
+    assert_eq!(sam.transient(sam.activations.unwrap()), largest, "SAM's direction is the gradient itself");
+    let tram_act = tram.activations.unwrap();
+    assert_eq!(tram.transient(tram_act), trained + 2.0 * largest - tram_act);
+    assert_eq!(tram.total().unwrap(), tram.fixed() + trained + 2.0 * largest);
+    // A micro-batch that fits a budget is the largest whose total does.
+    let budget = tram.total().unwrap() + 3.0 * act;
+    let per_example = act / 8.0;
+    let b = plan::largest_micro_batch(tram, per_example, budget).unwrap();
+    let total = |b: f64| tram.fixed() + b * per_example + tram.transient(b * per_example);
+    assert!(total(b as f64) <= budget && total(b as f64 + 1.0) > budget, "{b}");
 }

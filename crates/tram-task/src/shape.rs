@@ -10,6 +10,9 @@ pub struct ModelShape {
     pub description: String,
     pub total_params: u64,
     pub trained_params: u64,
+    /// Elements of the largest trained tensor (the embedding table when it trains): the step's temporaries of
+    /// one tensor's size (a fresh gradient added to the kept one, the optimizer's update) are this big.
+    pub largest_trained: u64,
     /// When the counts depend on the data (a vocabulary pruned to the tokens the data uses), what they assume.
     pub caveat: Option<String>,
     /// One example's costs, where the crate models its architecture's (`None`: not modelled).

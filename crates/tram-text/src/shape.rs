@@ -135,6 +135,7 @@ impl CausalLmConfig {
                             ),
                             total_params: c.parameters(),
                             trained_params,
+                            largest_trained: if cached { d * s.inner } else { (d * s.inner).max(v * d) },
                             caveat: None,
                             costs: Some(ExampleCosts {
                                 forward_flops: s.forward_flops(cached) + head,
@@ -176,6 +177,7 @@ impl CausalLmConfig {
             description: format!("Llama, {} layers × {h}, vocabulary {v}; {source}", c.num_hidden_layers),
             total_params: c.parameters(),
             trained_params: if cached { trained * c.layer_params() + h } else { c.parameters() },
+            largest_trained: if cached { h * i } else { (h * i).max(v * h) },
             caveat: None,
             costs: Some(ExampleCosts {
                 forward_flops: run as f64 * per_layer + head,
@@ -235,6 +237,7 @@ impl CrossLingualConfig {
             ),
             total_params: total,
             trained_params,
+            largest_trained: if cached { d * s.inner } else { (d * s.inner).max(c.vocab_size as u64 * d) },
             caveat,
             costs: Some(ExampleCosts {
                 forward_flops: s.forward_flops(cached) + 2.0 * head_params(d, labels) as f64,

@@ -86,10 +86,12 @@ impl TransferConfig {
                 let vs = nn::VarStore::new(tch::Device::Cpu);
                 let _net = EfficientNetLite::new(&vs.root(), EfficientNetLiteConfig::lite0(n as i64));
                 let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+                let largest = vs.trainable_variables().iter().map(|t| t.numel() as u64).max().unwrap_or(0);
                 Ok(ModelShape {
                     description: format!("EfficientNet-Lite0, {n} classes ({known}), counted on the model built"),
                     total_params: params as u64,
                     trained_params: params as u64,
+                    largest_trained: largest,
                     caveat: None,
                     costs: None,
                 })
@@ -120,6 +122,7 @@ impl TransferConfig {
             ),
             total_params: total,
             trained_params: total,
+            largest_trained: (d * s.inner).max(n * d),
             caveat,
             costs: Some(ExampleCosts {
                 forward_flops: s.forward_flops(false) + patch,
