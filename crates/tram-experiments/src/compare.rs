@@ -215,7 +215,7 @@ mod tests {
             let mut text = header.to_string();
             for (m, method) in ["base", "sam"].iter().enumerate() {
                 for seed in 0..3 {
-                    let k = 5 + seed as i32 + shift[m];
+                    let k = 5 + seed + shift[m];
                     let id = format!("{method}-s{seed}");
                     text += &format!("t,{profile},{id},{method},{seed},en,in-domain,accuracy,{}\n", k as f64 / 10.0);
                     text += &format!("t,{profile},{id},{method},{seed},en,in-domain,examples,10\n");
