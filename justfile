@@ -113,11 +113,11 @@ rehearse *NAMES: setup
     python -c "import tokenizers, transformers, pyarrow, PIL" 2>/dev/null || pip install --quiet --disable-pip-version-check transformers==5.24.0 tokenizers==0.23.3 pyarrow==26.0.1 pillow==13.0.0
     python tools/rehearse/paper_shapes.py --out "{{rehearse_dir}}" {{NAMES}}
 
-# The CPU rehearsal at the paper's shapes (not in CI; about 30 minutes on a 2-core machine): GPT-2 base on
-# 1,024-token blocks, random weights, a few steps per method (default base and tram-prev), each run's peak resident
-# memory against `tram plan --device cpu`, one run killed after its first checkpoint and resumed:
-# results/rehearsal-cpu.csv (tools/rehearse/run.sh).
-rehearse-run *METHODS: build (rehearse "gpt2" "m2d2")
+# The CPU rehearsal at the paper's shapes (not in CI; about 15 minutes on a 2-core machine): GPT-2 base on
+# 1,024-token blocks, XLM-R base and ViT-B/16, random weights, trained in full for a few steps per method (default
+# base and tram-prev), each run's peak tensor and resident memory against `tram plan --device cpu`, one GPT-2 run
+# killed after its first checkpoint and resumed: results/rehearsal-cpu.csv (tools/rehearse/run.sh).
+rehearse-run *METHODS: build (rehearse "gpt2" "m2d2" "xlm-roberta-base" "multi_nli" "xnli" "vit-base-patch16-224" "cifar100")
     nice -n 10 bash tools/rehearse/run.sh "{{rehearse_dir}}" {{METHODS}}
 
 # The folder `just gpu-check` reads (configurations, tokenizers, tiny data; no weights: 8.7 MB), from the rehearsal's.
