@@ -4,6 +4,7 @@
 # kernel when freed), on the same binary: docs/precision.md, "The allocator, before and after".
 #
 #   bash tools/allocator-check.sh [ROUNDS] [PROFILE]      (defaults: 2 alternations; Table 4's sigma profile)
+#   SET='methods=[{name="base"},{name="tram-prev"}]' bash tools/allocator-check.sh 2 embedded   (a part of a profile)
 #
 # 1. Step time: examples/step_time (Table 4's embedded step, Adam, TRAM-θ_{t−1}, TRAM-x, float32 and bf16),
 #    one process per setting, the two settings alternated ROUNDS times; rows in results/step-time-allocator-cpu.csv
@@ -39,14 +40,15 @@ cp "$work/steps" "$steps_csv"
 echo "wrote $steps_csv"
 
 [ "$PROFILE" = none ] && exit 0
-echo "allocator,experiment,profile,runs,wall_seconds,peak_rss_bytes" > "$work/wall"
+echo "allocator,experiment,profile,set,runs,wall_seconds,peak_rss_bytes" > "$work/wall"
 for keep in 1 0; do
   out="$work/results-$keep"
   TRAM_KEEP_FREED_MEMORY=$keep /usr/bin/time -f "%e %M" -o "$work/time" "$TRAM" run experiments/table4.toml \
-    --profile "$PROFILE" --results "$out" > "$work/log" 2>&1 || { tail -20 "$work/log" >&2; exit 1; }
+    --profile "$PROFILE" ${SET:+--set "$SET"} --results "$out" > "$work/log" 2>&1 || { tail -20 "$work/log" >&2; exit 1; }
   read -r wall rss < <(tail -1 "$work/time")
   runs=$(find "$out/runs" -name summary.json | wc -l)
-  echo "$(setting $keep),table4,$PROFILE,$runs,$wall,$((rss * 1024))" | tee -a "$work/wall"
+  set_field=${SET:-}
+  echo "$(setting $keep),table4,$PROFILE,\"${set_field//\"/\"\"}\",$runs,$wall,$((rss * 1024))" | tee -a "$work/wall"
 done
 cp "$work/wall" "$wall_csv"
 echo "wrote $wall_csv"
