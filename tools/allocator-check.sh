@@ -24,7 +24,6 @@ work=$(mktemp -d /tmp/tram-allocator.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 setting() { [ "$1" = 0 ] && echo "glibc defaults" || echo "keep freed memory"; }
 
-echo "round,allocator,experiment,profile,machine,threads,method,fp32_ms,bf16_ms,ratio,peak_rss_bytes" > "$work/steps"
 for r in $(seq 1 "$ROUNDS"); do
   for keep in 1 0; do
     rm -f "$work/one.csv"
@@ -32,6 +31,7 @@ for r in $(seq 1 "$ROUNDS"); do
       --methods base,tram-prev,tram-x --rounds 10 --out "$work/one.csv" > "$work/log" 2>&1 \
       || { cat "$work/log" >&2; exit 1; }
     rss=$(( $(tail -1 "$work/rss") * 1024 ))
+    [ -f "$work/steps" ] || echo "round,allocator,$(head -1 "$work/one.csv"),peak_rss_bytes" > "$work/steps"
     tail -n +2 "$work/one.csv" | sed "s/^/$r,$(setting $keep),/; s/\$/,$rss/" >> "$work/steps"
     echo "round $r, $(setting $keep):"; grep -E "^(base|tram)" "$work/log"
   done
@@ -39,7 +39,7 @@ done
 cp "$work/steps" "$steps_csv"
 echo "wrote $steps_csv"
 
-[ "$PROFILE" = none ] && exit 0
+[ "$PROFILE" = none ] && { python3 tools/allocator-summary.py "$steps_csv"; exit 0; }
 echo "allocator,experiment,profile,set,runs,wall_seconds,peak_rss_bytes" > "$work/wall"
 for keep in 1 0; do
   out="$work/results-$keep"
@@ -52,3 +52,4 @@ for keep in 1 0; do
 done
 cp "$work/wall" "$wall_csv"
 echo "wrote $wall_csv"
+python3 tools/allocator-summary.py "$steps_csv" "$wall_csv"
