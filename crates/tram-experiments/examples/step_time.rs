@@ -49,9 +49,7 @@ fn parse() -> Result<Args> {
 }
 
 fn main() -> Result<()> {
-    if std::env::var("TRAM_KEEP_FREED_MEMORY").as_deref() != Ok("0") {
-        tram_native::keep_freed_memory();
-    }
+    tram_native::keep_freed_memory();
     let args = parse()?;
     let exp = Experiment::load(&args.experiment)?;
     let profile: Profile<TaskSpec> = exp.profile(&args.profile, &[])?;

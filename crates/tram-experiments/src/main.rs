@@ -14,10 +14,8 @@ fn main() {
     polars_display_defaults();
     // A step frees and allocates the same large temporaries (logits over a vocabulary) every time: keep them
     // mapped instead of returning them to the kernel and faulting them in again (TRAM_KEEP_FREED_MEMORY=0: glibc's
-    // defaults, which return them; docs/precision.md, "Step time").
-    if std::env::var("TRAM_KEEP_FREED_MEMORY").as_deref() != Ok("0") {
-        tram_native::keep_freed_memory();
-    }
+    // defaults, which return them; docs/precision.md, "The allocator, before and after").
+    tram_native::keep_freed_memory();
     // CPU tensors counted, for each run's peak tensor memory (summary.json's peak_tensor_bytes).
     tram_native::count_cpu_tensors();
     let result = match Cli::parse().command {

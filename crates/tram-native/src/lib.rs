@@ -144,9 +144,11 @@ pub fn set_tf32(allow: bool) -> bool {
 /// Asks glibc to serve every allocation from the heap and never to trim it, so that the large temporaries a step
 /// frees are reused by the next step instead of being unmapped and faulted in again (measured: whole steps of the
 /// causal-LM task 14–23% faster on the CPU). Process-wide; call it once at the start of a training program.
-/// Returns false when glibc refused a setting.
+/// With `TRAM_KEEP_FREED_MEMORY=0` in the environment it leaves glibc's defaults (docs/precision.md, "The
+/// allocator, before and after"). Returns whether the settings are in effect: false when disabled so, or when
+/// glibc refused a setting.
 pub fn keep_freed_memory() -> bool {
-    ffi::keep_freed_memory()
+    std::env::var("TRAM_KEEP_FREED_MEMORY").as_deref() != Ok("0") && ffi::keep_freed_memory()
 }
 
 /// Makes libtorch allocate CPU tensors through an allocator that counts the bytes they hold (the C heap as before,
