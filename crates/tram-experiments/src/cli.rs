@@ -122,8 +122,8 @@ pub struct SlurmOptions {
     /// Time limit per task (a task that hits it leaves its run checkpointed: submit the script again). Default:
     /// from `tram plan`, four times the predicted training time of the task's share of runs (the plan's matmul
     /// rate is an upper bound on a step's: rehearsed steps took up to 3.4 times the plan; evaluation is not
-    /// counted), at least an hour; 24:00:00 where the
-    /// plan cannot say (steps per run that depend on the data's size).
+    /// counted), at least an hour; 24:00:00 where the plan cannot say (steps per run that depend on the data's
+    /// size).
     #[arg(long)]
     pub time: Option<String>,
     /// The runs' device's matmul rate in FLOP/s for the planned --time (default: measured here on --device, or
