@@ -143,6 +143,11 @@ int tram_keep_freed_memory(void) {
   return a == 1 && b == 1;
 }
 
+// Gives the heap's free memory back to the kernel (the top of the heap unmapped, free pages inside it released):
+// what tram_keep_freed_memory keeps during a run does not stay resident through the next one. Returns 1 when
+// memory was released.
+int tram_release_freed_memory(void) { return malloc_trim(0); }
+
 // torch.cuda.max_memory_allocated(device): the peak of bytes the CUDA caching allocator has handed out since the
 // last reset, or -1 (no CUDA, message on stderr).
 long long tram_cuda_max_memory_allocated(int device) {

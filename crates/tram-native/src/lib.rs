@@ -8,7 +8,9 @@
 //!   bfloat16 or float16. tch offers only CUDA float16, through a deprecated call.
 //! - [`set_tf32`]: TF32 for float32 matmuls and convolutions on CUDA.
 //! - [`keep_freed_memory`]: glibc allocator settings for a training process whose steps allocate and free the
-//!   same large temporaries over and over.
+//!   same large temporaries over and over; [`release_freed_memory`] gives what they kept back between runs.
+//! - [`peak_resident_bytes`], [`reset_peak_resident_bytes`]: the process's peak resident memory over a span
+//!   (Linux's VmHWM and `clear_refs`).
 //! - [`cuda_max_memory_allocated`], [`cuda_reset_peak_memory`], [`cuda_runtime_version`]: the CUDA caching
 //!   allocator's peak (`torch.cuda.max_memory_allocated`) and the CUDA version libtorch was built with.
 
@@ -29,6 +31,7 @@ mod ffi {
         pub fn tram_autocast_enabled(cuda: c_int) -> c_int;
         pub fn tram_set_tf32(allow: c_int) -> c_int;
         pub fn tram_keep_freed_memory() -> c_int;
+        pub fn tram_release_freed_memory() -> c_int;
         pub fn tram_count_cpu_tensors() -> c_int;
         pub fn tram_cpu_tensor_bytes(peak: c_int) -> std::os::raw::c_longlong;
         pub fn tram_cpu_reset_peak();
@@ -77,6 +80,11 @@ mod ffi {
     pub fn keep_freed_memory() -> bool {
         // SAFETY: plain C function without arguments (glibc's mallopt).
         unsafe { tram_keep_freed_memory() != 0 }
+    }
+
+    pub fn release_freed_memory() -> bool {
+        // SAFETY: plain C function without arguments (glibc's malloc_trim).
+        unsafe { tram_release_freed_memory() != 0 }
     }
 
     pub fn count_cpu_tensors() -> bool {
@@ -149,6 +157,27 @@ pub fn set_tf32(allow: bool) -> bool {
 /// glibc refused a setting.
 pub fn keep_freed_memory() -> bool {
     std::env::var("TRAM_KEEP_FREED_MEMORY").as_deref() != Ok("0") && ffi::keep_freed_memory()
+}
+
+/// Gives the C heap's free memory back to the kernel (glibc's `malloc_trim`): what [`keep_freed_memory`] keeps
+/// mapped for a run's steps is released before the next run, so that a sweep's resident memory is its largest
+/// run's, not the sum of what every run left behind (docs/paper-scale.md). Returns whether memory was released.
+pub fn release_freed_memory() -> bool {
+    ffi::release_freed_memory()
+}
+
+/// The process's peak resident memory since the last [`reset_peak_resident_bytes`] (or since it started): Linux's
+/// `VmHWM`; `None` where `/proc/self/status` does not say.
+pub fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim();
+    kib.parse::<u64>().ok().map(|k| k * 1024)
+}
+
+/// Starts [`peak_resident_bytes`] afresh from the resident memory now (Linux's `clear_refs`, value 5). False where
+/// the kernel refused: the peak then still counts from the process's start.
+pub fn reset_peak_resident_bytes() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// Makes libtorch allocate CPU tensors through an allocator that counts the bytes they hold (the C heap as before,
