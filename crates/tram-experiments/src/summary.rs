@@ -36,6 +36,9 @@ pub struct Summary {
     /// CPU's counted tensors); absent where not counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_tensor_bytes: Option<u64>,
+    /// The process's peak resident memory during the run (Linux's VmHWM); absent where not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_resident_bytes: Option<u64>,
     /// σ of the method's input noise as applied (a `sigma_relative` resolved against the model's scale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_sigma: Option<f64>,
@@ -101,6 +104,7 @@ impl Summary {
             param_bytes: result.param_bytes,
             extra_memory_bytes: result.extra_memory_bytes,
             peak_tensor_bytes: result.peak_tensor_bytes,
+            peak_resident_bytes: result.peak_resident_bytes,
             noise_sigma: result.noise_sigma,
             train_seconds: result.epochs.iter().map(|e| e.train_seconds).sum(),
             diverged: result.diverged.clone(),
@@ -190,6 +194,7 @@ impl Summary {
             param_bytes: 4,
             extra_memory_bytes: 4,
             peak_tensor_bytes: None,
+            peak_resident_bytes: None,
             noise_sigma: None,
             train_seconds: 1.0,
             diverged: None,

@@ -56,6 +56,11 @@ pub struct RunResult {
     /// does not count ([`tram_native::peak_tensor_bytes`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_tensor_bytes: Option<u64>,
+    /// The process's peak resident memory while the run trained and evaluated (Linux's VmHWM, reset when training
+    /// starts, after the heap's free memory was given back): on the CPU the tensors with the heap beside them and
+    /// the runtime, what `tram plan`'s CPU total predicts. `None` where the kernel does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_resident_bytes: Option<u64>,
     /// σ of the method's (first) input noise as the steps applied it: a `sigma_relative` resolved against the
     /// model's measured scale ([`tram_core::Model::noise_scale`]). `None` for methods without input noise.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -64,6 +64,9 @@ pub fn train<M: Model>(
         return Err(config_err("an epoch of 0 steps trains nothing"));
     }
     let device = model.var_store().device();
+    // What an earlier run's steps left in the heap goes back to the kernel; the peaks count this run's.
+    tram_native::release_freed_memory();
+    let resident_counted = tram_native::reset_peak_resident_bytes();
     tram_native::reset_peak_tensor_bytes(device);
     let mut optimizer = run.optimizer.clone();
     optimizer.schedule = optimizer.schedule.with_total_steps_if_unset((steps_per_epoch * run.epochs) as u64);
@@ -101,6 +104,7 @@ pub fn train<M: Model>(
                 param_bytes: driver.param_bytes(),
                 extra_memory_bytes: driver.extra_memory_bytes(),
                 peak_tensor_bytes: None,
+                peak_resident_bytes: None,
                 noise_sigma: driver.method().noise_specs().first().map(|s| s.sigma),
                 diverged: None,
             };
@@ -194,6 +198,7 @@ pub fn train<M: Model>(
     result.selected = RunResult::select(&result.epochs, run.selection);
     result.extra_memory_bytes = driver.extra_memory_bytes();
     result.peak_tensor_bytes = tram_native::peak_tensor_bytes(device);
+    result.peak_resident_bytes = resident_counted.then(tram_native::peak_resident_bytes).flatten();
     Ok(result)
 }
 
