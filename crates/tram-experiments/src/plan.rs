@@ -27,6 +27,14 @@ pub struct PlanTarget {
 /// resident memory holds besides its tensors (an estimate; `just rehearse` compares the plan with the measured).
 pub const CPU_RUNTIME_BYTES: f64 = 0.6 * GIB;
 
+/// The C heap beside the live tensors on the CPU, as a fraction of the tensors' peak: tram keeps freed memory
+/// mapped (`tram_native::keep_freed_memory`, for speed), so the blocks a step frees stay resident and holes between
+/// blocks of different lives are not always reused; libtorch's and the loaders' own allocations come on top. An
+/// allowance, not a model: the largest excess the CPU rehearsals measured (`results/rehearsal-cpu.csv`, resident
+/// memory less the peak tensors and [`CPU_RUNTIME_BYTES`], over the peak tensors: 0.11–0.30), so that the plan's
+/// CPU totals err high rather than low (docs/paper-scale.md).
+pub const CPU_HEAP_ALLOWANCE: f64 = 0.30;
+
 pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// One method's plan.
@@ -47,19 +55,33 @@ pub struct MethodPlan {
     pub ascent: f64,
     /// What a process holds besides tensors (the CPU's runtime; CUDA's context is outside its allocator).
     pub runtime: f64,
+    /// The heap beside the tensors, as a fraction of them ([`CPU_HEAP_ALLOWANCE`] on the CPU; 0 on CUDA, whose
+    /// caching allocator's peak is what the plan's tensors predict).
+    pub heap: f64,
     pub flops_per_step: Option<f64>,
     pub seconds_per_step: Option<f64>,
 }
 
 impl MethodPlan {
-    /// Bytes in all, where every part is known.
+    /// Bytes in all, where every part is known: the tensors at their peak, the heap beside them and the runtime.
     pub fn total(&self) -> Option<f64> {
+        self.tensors().map(|t| self.resident(t))
+    }
+
+    /// The tensors' bytes at the step's peak, where every part is known: what CUDA's `max_memory_allocated` and
+    /// tram's count of CPU tensor bytes measure.
+    pub fn tensors(&self) -> Option<f64> {
         self.activations.map(|a| self.fixed() + a + self.transient(a))
     }
 
-    /// Bytes that do not depend on the micro-batch: weights, gradients, optimizer state, copies, the runtime.
+    /// The process's bytes when its tensors hold `tensors`: with the heap beside them and the runtime.
+    pub fn resident(&self, tensors: f64) -> f64 {
+        tensors * (1.0 + self.heap) + self.runtime
+    }
+
+    /// Tensor bytes that do not depend on the micro-batch: weights, gradients, optimizer state, copies.
     pub fn fixed(&self) -> f64 {
-        self.weights + self.gradients + self.optimizer + self.copies + self.runtime
+        self.weights + self.gradients + self.optimizer + self.copies
     }
 
     /// The step's temporaries outside the autograd graph at its peak, beyond `activations`: beside the graph a copy
@@ -169,6 +191,7 @@ pub fn method_plan<T>(
         largest_tensor,
         ascent: ascent_memory(&built, trained, largest_tensor),
         runtime: if target.cuda { 0.0 } else { CPU_RUNTIME_BYTES },
+        heap: if target.cuda { 0.0 } else { CPU_HEAP_ALLOWANCE },
         flops_per_step,
         seconds_per_step: flops_per_step.zip(target.throughput).map(|(f, t)| f / t),
     })
@@ -183,12 +206,13 @@ pub fn steps_per_run<T>(profile: &Profile<T>) -> Option<u64> {
 /// The largest micro-batch whose step fits `budget` bytes with `plan`'s fixed parts (at least one example must).
 pub fn largest_micro_batch(plan: &MethodPlan, per_example: f64, budget: f64) -> Option<usize> {
     let fixed = plan.fixed();
-    let fits = |b: f64| fixed + b * per_example + plan.transient(b * per_example) <= budget;
+    let fits = |b: f64| plan.resident(fixed + b * per_example + plan.transient(b * per_example)) <= budget;
     if !fits(1.0) {
         return None;
     }
-    // Beyond the ascent's share the total grows by per_example with each example.
-    let b = ((budget - fixed - plan.largest_tensor) / per_example).floor().max(1.0);
+    // Beyond the ascent's share the tensors grow by per_example with each example.
+    let tensor_budget = (budget - plan.runtime) / (1.0 + plan.heap);
+    let b = ((tensor_budget - fixed - plan.largest_tensor) / per_example).floor().max(1.0);
     Some((1..=b as usize).rev().find(|&b| fits(b as f64)).unwrap_or(1))
 }
 

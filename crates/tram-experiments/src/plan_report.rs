@@ -163,6 +163,13 @@ fn print_table(exp: &str, name: &str, plan: &ProfilePlan, target: &PlanTarget, n
             or_unknown(plan.seconds_per_run(p).map(|s| format!("{:.1}", s / 3600.0))),
         );
     }
+    if !target.cuda {
+        println!(
+            "  total: the tensors (weights to temps), {:.0} % of them for the C heap beside them, {} GiB for the runtime",
+            plan::CPU_HEAP_ALLOWANCE * 100.0,
+            gib(plan::CPU_RUNTIME_BYTES)
+        );
+    }
     if let Some(m) = target.memory {
         for p in &plan.methods {
             fit_note(p, plan, m, target);
@@ -205,8 +212,8 @@ fn fit_note(p: &MethodPlan, plan: &ProfilePlan, memory: f64, target: &PlanTarget
             p.method,
             gib(memory),
             gib(over),
-            gib(p.weights + p.gradients + p.optimizer + p.copies),
-            if target.cuda { "" } else { " and the runtime" }
+            gib(p.resident(p.fixed())),
+            if target.cuda { "" } else { ", the heap beside them and the runtime" }
         ),
     }
 }

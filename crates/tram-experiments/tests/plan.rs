@@ -80,6 +80,7 @@ fn table10_with_tram_does_not_fit_24_gib_even_one_block_at_a_time() {
     let fixed = tram.weights + tram.gradients + tram.optimizer + tram.copies;
     assert_eq!(fixed, 1_557_611_200.0 * 26.0);
     assert!(tram.total().unwrap() > 24.0 * GIB);
+    assert_eq!(tram.total(), tram.tensors(), "on CUDA the total is the tensors'");
     let per_example = tram.activations.unwrap() / p.batch_size as f64;
     assert_eq!(plan::largest_micro_batch(tram, per_example, 24.0 * GIB), None);
     // An 80 GiB card fits it a few blocks at a time.
@@ -103,11 +104,14 @@ fn where_the_graph_is_small_the_ascents_direction_is_the_peak() {
     assert_eq!(sam.transient(sam.activations.unwrap()), largest, "SAM's direction is the gradient itself");
     let tram_act = tram.activations.unwrap();
     assert_eq!(tram.transient(tram_act), trained + 2.0 * largest - tram_act);
-    assert_eq!(tram.total().unwrap(), tram.fixed() + trained + 2.0 * largest);
+    assert_eq!(tram.tensors().unwrap(), tram.fixed() + trained + 2.0 * largest);
+    // On the CPU the total adds the heap beside the tensors and the runtime.
+    let resident = tram.tensors().unwrap() * (1.0 + plan::CPU_HEAP_ALLOWANCE) + plan::CPU_RUNTIME_BYTES;
+    assert_eq!(tram.total().unwrap(), resident);
     // A micro-batch that fits a budget is the largest whose total does.
     let budget = tram.total().unwrap() + 3.0 * act;
     let per_example = act / 8.0;
     let b = plan::largest_micro_batch(tram, per_example, budget).unwrap();
-    let total = |b: f64| tram.fixed() + b * per_example + tram.transient(b * per_example);
+    let total = |b: f64| tram.resident(tram.fixed() + b * per_example + tram.transient(b * per_example));
     assert!(total(b as f64) <= budget && total(b as f64 + 1.0) > budget, "{b}");
 }
