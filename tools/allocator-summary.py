@@ -1,6 +1,7 @@
 """The tables of docs/precision.md's "The allocator, before and after", from what tools/allocator-check.sh wrote:
 per method the median step time over the alternations with tram's allocator settings ("keep freed memory") and
-with glibc's defaults, and their ratio; the processes' peak resident memory; the wall time of the timed profile.
+with glibc's defaults, and their ratio; the processes' peak resident memory; the wall time of each timed profile
+(or part of one).
 
     python3 tools/allocator-summary.py [results/step-time-allocator-cpu.csv] [results/wall-time-allocator-cpu.csv]
 """
@@ -26,13 +27,19 @@ def main():
     print(f"\npeak resident memory of the step-time processes: {rss[KEEP] / 1e9:.2f} GB keeping freed memory, "
           f"{rss[GLIBC] / 1e9:.2f} GB with glibc's defaults ({rss[KEEP] / rss[GLIBC]:.2f}×)")
     try:
-        runs = {r["allocator"]: r for r in csv.DictReader(open(wall))}
+        sweeps = {}  # (experiment, profile, set) -> allocator -> row; the last row of each wins
+        for r in csv.DictReader(open(wall)):
+            sweeps.setdefault((r["experiment"], r["profile"], r["set"]), {})[r["allocator"]] = r
     except FileNotFoundError:
         return
-    k, g = runs[KEEP], runs[GLIBC]
-    print(f"\n{k['experiment']} {k['profile']} {k['set']} ({k['runs']} runs): {float(k['wall_seconds']):.0f} s keeping freed "
-          f"memory, {float(g['wall_seconds']):.0f} s with glibc's defaults ({float(k['wall_seconds']) / float(g['wall_seconds']):.2f}×); "
-          f"peak resident memory {int(k['peak_rss_bytes']) / 1e9:.2f} and {int(g['peak_rss_bytes']) / 1e9:.2f} GB")
+    for (experiment, profile, subset), runs in sweeps.items():
+        if KEEP not in runs or GLIBC not in runs:
+            continue
+        k, g = runs[KEEP], runs[GLIBC]
+        kw, gw = float(k["wall_seconds"]), float(g["wall_seconds"])
+        print(f"\n{experiment} {profile} {subset or '(whole profile)'} ({k['runs']} runs): {kw:.0f} s keeping freed "
+              f"memory, {gw:.0f} s with glibc's defaults ({kw / gw:.2f}×); "
+              f"peak resident memory {int(k['peak_rss_bytes']) / 1e9:.2f} and {int(g['peak_rss_bytes']) / 1e9:.2f} GB")
 
 
 if __name__ == "__main__":
