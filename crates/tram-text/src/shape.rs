@@ -106,6 +106,16 @@ impl EncoderConfig {
     }
 }
 
+/// What a plan of a task that caches its frozen lower layers' output leaves out: those states, one hidden vector per
+/// token of every example the task reads (held as tensors for the whole run; their size depends on the data).
+fn cache_caveat(cached: bool) -> Option<String> {
+    cached.then(|| {
+        "no memory for the frozen layers' cached output (a hidden vector per token of every example read; it \
+         depends on the data)"
+            .to_string()
+    })
+}
+
 /// Hugging Face's sequence-classification head: dense d × d, then d × labels, with biases.
 fn head_params(d: u64, labels: u64) -> u64 {
     d * d + d + d * labels + labels
@@ -136,7 +146,7 @@ impl CausalLmConfig {
                             total_params: c.parameters(),
                             trained_params,
                             largest_trained: if cached { d * s.inner } else { (d * s.inner).max(v * d) },
-                            caveat: None,
+                            caveat: cache_caveat(cached),
                             costs: Some(ExampleCosts {
                                 forward_flops: s.forward_flops(cached) + head,
                                 backward_flops: s.backward_flops() + 2.0 * head,
@@ -178,7 +188,7 @@ impl CausalLmConfig {
             total_params: c.parameters(),
             trained_params: if cached { trained * c.layer_params() + h } else { c.parameters() },
             largest_trained: if cached { h * i } else { (h * i).max(v * h) },
-            caveat: None,
+            caveat: cache_caveat(cached),
             costs: Some(ExampleCosts {
                 forward_flops: run as f64 * per_layer + head,
                 backward_flops: 2.0 * (trained as f64 * per_layer + head),
@@ -223,13 +233,17 @@ impl CrossLingualConfig {
         let cached = trained < s.layers;
         let total = c.parameters(c.vocab_size, labels as i64);
         let trained_params = if cached { trained * s.layer_params() + head_params(d, labels) } else { total };
-        let caveat = self.prune_vocab.then(|| {
+        let vocabulary = self.prune_vocab.then(|| {
             format!(
                 "the full vocabulary of {}; prune_vocab keeps only the rows of the tokens the data uses (fewer {})",
                 c.vocab_size,
                 if cached { "frozen parameters" } else { "parameters, trained ones included" }
             )
         });
+        let caveat = match (vocabulary, cache_caveat(cached)) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
         Ok(ModelShape {
             description: format!(
                 "{} encoder, {} layers × {d}, {labels} classes; {source}",

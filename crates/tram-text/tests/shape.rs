@@ -49,6 +49,10 @@ fn causal_lm_counts_equal_the_built_models() {
     for source in &sources {
         for trainable in [Trainable::All, Trainable::TopLayers(1)] {
             assert_eq!(planned_lm(source, trainable), built_lm(source, trainable), "{source:?} {trainable:?}");
+            // A task that caches its frozen layers says that the plan leaves their output out.
+            let shape =
+                CausalLmConfig { model: source.clone(), trainable, ..CausalLmConfig::default() }.shape().unwrap();
+            assert_eq!(shape.caveat.is_some_and(|c| c.contains("cached output")), trainable != Trainable::All);
         }
     }
 }
@@ -103,7 +107,9 @@ fn e5_small_counts_equal_the_built_classifier() {
     let shape = task.shape().unwrap();
     let config = tram_text::e5s1::E5s1::open_default().unwrap().config();
     assert_eq!((shape.total_params, shape.trained_params), built_classifier(&config, 13, Some(1)));
-    assert!(shape.caveat.unwrap().contains("prune_vocab"), "the pruned vocabulary is said");
+    let caveat = shape.caveat.unwrap();
+    assert!(caveat.contains("prune_vocab"), "the pruned vocabulary is said");
+    assert!(caveat.contains("cached output"), "the cached states the plan leaves out are said: {caveat}");
 }
 
 #[test]
