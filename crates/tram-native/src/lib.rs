@@ -9,8 +9,8 @@
 //! - [`set_tf32`]: TF32 for float32 matmuls and convolutions on CUDA.
 //! - [`keep_freed_memory`]: glibc allocator settings for a training process whose steps allocate and free the
 //!   same large temporaries over and over; [`release_freed_memory`] gives what they kept back between runs.
-//! - [`peak_resident_bytes`], [`reset_peak_resident_bytes`]: the process's peak resident memory over a span
-//!   (Linux's VmHWM and `clear_refs`).
+//! - [`peak_resident_bytes`], [`reset_peak_resident_bytes`], [`resident_bytes`]: the process's peak resident
+//!   memory over a span and its resident memory now (Linux's VmHWM, `clear_refs` and VmRSS).
 //! - [`cuda_max_memory_allocated`], [`cuda_reset_peak_memory`], [`cuda_runtime_version`]: the CUDA caching
 //!   allocator's peak (`torch.cuda.max_memory_allocated`) and the CUDA version libtorch was built with.
 
@@ -169,8 +169,18 @@ pub fn release_freed_memory() -> bool {
 /// The process's peak resident memory since the last [`reset_peak_resident_bytes`] (or since it started): Linux's
 /// `VmHWM`; `None` where `/proc/self/status` does not say.
 pub fn peak_resident_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// The process's resident memory now: Linux's `VmRSS`; `None` where `/proc/self/status` does not say.
+pub fn resident_bytes() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+/// A size field of `/proc/self/status` (given in kB), in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim();
+    let kib = status.lines().find_map(|l| l.strip_prefix(field))?.trim().strip_suffix("kB")?.trim();
     kib.parse::<u64>().ok().map(|k| k * 1024)
 }
 

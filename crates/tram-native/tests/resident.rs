@@ -6,9 +6,7 @@
 const MIB: u64 = 1 << 20;
 
 fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().strip_suffix("kB").unwrap();
-    kib.trim().parse::<u64>().unwrap() * 1024
+    tram_native::resident_bytes().expect("/proc/self/status says VmRSS")
 }
 
 /// A block of `mib` MiB from the C heap, every page written.
