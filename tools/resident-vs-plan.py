@@ -14,9 +14,6 @@ import os
 import subprocess
 import sys
 
-RUNTIME = 0.6 * 2**30  # plan::CPU_RUNTIME_BYTES
-PARTS = ["weights_bytes", "gradient_bytes", "optimizer_bytes", "copies_bytes", "activation_bytes", "transient_bytes"]
-
 
 def main():
     if len(sys.argv) < 4:
@@ -36,9 +33,8 @@ def main():
         if method not in plan or tensors is None or resident is None:
             continue
         p = plan[method]
-        planned = sum(float(p[k] or 0) for k in PARTS)
-        total = float(p["total_bytes"])
-        excess = (resident - tensors - RUNTIME) / tensors
+        planned, total, runtime = (float(p[k]) for k in ("tensor_bytes", "total_bytes", "runtime_bytes"))
+        excess = (resident - tensors - runtime) / tensors
         print(f"| {run} | {tensors / 1e9:.2f} GB | {planned / 1e9:.2f} GB | {tensors / planned:.2f} | "
               f"{resident / 1e9:.2f} GB | {total / 1e9:.2f} GB | {resident / total:.2f} | {excess:.2f} |")
 

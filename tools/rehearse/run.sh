@@ -56,7 +56,7 @@ echo "model,method,micro_batch,accumulate,steps,seconds_per_step,peak_tensor_byt
 tensors_over_planned,peak_rss_bytes,planned_bytes,rss_over_planned,note" > "$work/csv"
 planned() {  # method $1 in the CPU plan of the same settings: its tensors (weights to temporaries), its total
   "$TRAM" plan "${exp[@]}" "${sets[@]}" --set "methods=[{name=\"$1\"}]" --device cpu --throughput 1 --csv \
-    | awk -F, 'NR == 2 { printf "%.0f %s\n", $12 + $13 + $14 + $15 + $16 + $17, $18 }'
+    | awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i } NR == 2 { print $c["tensor_bytes"], $c["total_bytes"] }'
 }
 row() {  # model, method, results folder, time -v log, note
   local summary rss plan

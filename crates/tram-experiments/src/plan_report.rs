@@ -94,7 +94,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         let (target, notes) = target(args, profile.precision)?;
         let plan = ProfilePlan::new(&profile, &target).with_context(|| format!("planning profile {name}"))?;
         if args.csv {
-            print_csv(&exp.file.name, &name, &plan, &target, csv_header);
+            print!("{}", csv_rows(&exp.file.name, &name, &plan, &target, csv_header));
             csv_header = false;
         } else {
             print_table(&exp.file.name, &name, &plan, &target, &notes);
@@ -218,19 +218,25 @@ fn fit_note(p: &MethodPlan, plan: &ProfilePlan, memory: f64, target: &PlanTarget
     }
 }
 
-fn print_csv(exp: &str, name: &str, plan: &ProfilePlan, target: &PlanTarget, header: bool) {
+/// `tram plan --csv`'s rows for one profile (with the header line first when `header`). `total_bytes` is
+/// `tensor_bytes × (1 + heap allowance) + runtime_bytes` on the CPU and `tensor_bytes` on CUDA; `tensor_bytes` is
+/// the sum of the six parts before it (weights to transient), the peak a run's `peak_tensor_bytes` measures. The
+/// columns after `seconds_per_run` came later and are appended, so that scripts reading by position keep working.
+pub fn csv_rows(exp: &str, name: &str, plan: &ProfilePlan, target: &PlanTarget, header: bool) -> String {
+    let mut out = String::new();
     if header {
-        println!(
+        out.push_str(
             "experiment,profile,method,device,precision,total_params,trained_params,micro_batch,accumulate,\
              forward_passes,backward_passes,weights_bytes,gradient_bytes,optimizer_bytes,copies_bytes,\
-             activation_bytes,transient_bytes,total_bytes,memory_bytes,fits,flops_per_step,seconds_per_step,steps_per_run,seconds_per_run"
+             activation_bytes,transient_bytes,total_bytes,memory_bytes,fits,flops_per_step,seconds_per_step,\
+             steps_per_run,seconds_per_run,tensor_bytes,runtime_bytes\n",
         );
     }
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.0}"));
     for p in &plan.methods {
         let fits = p.total().zip(target.memory).map_or(String::new(), |(t, m)| (t <= m).to_string());
-        println!(
-            "{exp},{name},{},{},{:?},{},{},{},{},{},{},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{fits},{},{},{},{}",
+        out.push_str(&format!(
+            "{exp},{name},{},{},{:?},{},{},{},{},{},{},{:.0},{:.0},{:.0},{:.0},{},{},{},{},{fits},{},{},{},{},{},{:.0}\n",
             p.method,
             if target.cuda { "cuda" } else { "cpu" },
             target.precision,
@@ -252,6 +258,9 @@ fn print_csv(exp: &str, name: &str, plan: &ProfilePlan, target: &PlanTarget, hea
             p.seconds_per_step.map_or(String::new(), |s| format!("{s:.4}")),
             plan.steps_per_run.map_or(String::new(), |n| n.to_string()),
             plan.seconds_per_run(p).map_or(String::new(), |s| format!("{s:.0}")),
-        );
+            opt(p.tensors()),
+            p.runtime,
+        ));
     }
+    out
 }

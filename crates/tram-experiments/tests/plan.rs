@@ -115,3 +115,35 @@ fn where_the_graph_is_small_the_ascents_direction_is_the_peak() {
     let total = |b: f64| tram.resident(tram.fixed() + b * per_example + tram.transient(b * per_example));
     assert!(total(b as f64) <= budget && total(b as f64 + 1.0) > budget, "{b}");
 }
+
+#[test]
+fn the_csv_gives_the_tensors_and_runtime_behind_the_total() {
+    // Scripts compare a run's peak_tensor_bytes with tensor_bytes and its resident peak with total_bytes less
+    // runtime_bytes: both columns must be what the total is made of, on the CPU and on CUDA.
+    let p = profile("table4", "embedded", &[]);
+    let cuda = PlanTarget { cuda: true, ..CPU };
+    for target in [CPU, cuda] {
+        let plan = ProfilePlan::new(&p, &target).unwrap();
+        let text = tram_experiments::plan_report::csv_rows("table4", "embedded", &plan, &target, true);
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(&header[..3], ["experiment", "profile", "method"]);
+        assert_eq!(col("seconds_per_run"), 23, "older columns keep their positions");
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), p.methods.len());
+        for (row, m) in rows.iter().zip(&plan.methods) {
+            assert_eq!(row.len(), header.len());
+            let num = |name: &str| row[col(name)].parse::<f64>().unwrap();
+            let parts = ["weights_bytes", "gradient_bytes", "optimizer_bytes", "copies_bytes", "activation_bytes"];
+            let sum: f64 = parts.iter().map(|c| num(c)).sum::<f64>() + num("transient_bytes");
+            assert!((num("tensor_bytes") - sum).abs() <= 3.0, "{}: {} vs {sum}", m.method, num("tensor_bytes"));
+            assert_eq!(num("tensor_bytes"), m.tensors().unwrap().round());
+            let (runtime, heap) =
+                if target.cuda { (0.0, 0.0) } else { (plan::CPU_RUNTIME_BYTES, plan::CPU_HEAP_ALLOWANCE) };
+            assert_eq!(num("runtime_bytes"), runtime.round());
+            let total = m.tensors().unwrap() * (1.0 + heap) + runtime;
+            assert_eq!(num("total_bytes"), total.round(), "{}", m.method);
+        }
+    }
+}
