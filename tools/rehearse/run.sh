@@ -97,7 +97,8 @@ for model in "${models[@]}"; do
   done
 done
 
-if [[ " ${models[*]} " == *" gpt2 "* ]]; then
+# The resumed run is compared with the uninterrupted base run above, so it needs both.
+if [[ " ${models[*]} " == *" gpt2 "* && " ${methods[*]} " == *" base "* ]]; then
   settings gpt2
   echo "== gpt2 base: SIGKILL after the first checkpoint, then resume"
   k="$work/killed"

@@ -108,11 +108,28 @@ fn activation_bytes(precision: Precision) -> f64 {
     }
 }
 
-/// Copies of one example's output a pass holds at its peak, in float32: the logits, the loss's log-softmax and,
-/// in the backward, their two gradients; a regulariser adds the target's output and the divergence's two
-/// log-softmaxes.
+/// Copies of one example's output a pass holds at its peak, in float32, as the CPU rehearsal of GPT-2 at the
+/// paper's shapes measured them (`results/rehearsal-cpu.csv`, docs/paper-scale.md; a 1,024-token block's logits are
+/// 206 MB there, and each method's peak beyond the rest of the plan, in those units, is given below):
+/// - every method 6 (Adam, SAM and TRAM-θ_{t−1} measured 5.87: the logits, the loss's log-softmax and their two
+///   gradients, which the plan counted before, and 1.87 more);
+/// - a regulariser against a parameter target (TRPO, MESA) 7 more (measured 12.86 in all);
+/// - R3F's symmetric divergence against its noised forward, with a gradient through both, 10 more (measured 16.06).
+///
+/// The measurement gives the counts, not which tensors they are (the loss's shifted copy of the logits, the rows
+/// the divergence keeps of both outputs and its terms are candidates).
+/// For a classifier the output is a few classes per example, and these copies are negligible.
 fn output_copies(method: &tram_core::Method) -> f64 {
-    4.0 + if matches!(method.trust_region.map(|tr| tr.role), Some(Role::Regulariser { .. })) { 3.0 } else { 0.0 }
+    6.0 + match method.trust_region {
+        Some(tr) if matches!(tr.role, Role::Regulariser { .. }) => {
+            if matches!(tr.target, Target::InputNoise(_)) {
+                10.0
+            } else {
+                7.0
+            }
+        }
+        _ => 0.0,
+    }
 }
 
 /// Micro-batches whose pass-1 logits TRAM keeps for the radius while pass 2 runs: every one of the step's group
