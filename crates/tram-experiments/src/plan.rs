@@ -120,16 +120,29 @@ fn activation_bytes(precision: Precision) -> f64 {
 /// the divergence keeps of both outputs and its terms are candidates).
 /// For a classifier the output is a few classes per example, and these copies are negligible.
 fn output_copies(method: &tram_core::Method) -> f64 {
-    6.0 + match method.trust_region {
-        Some(tr) if matches!(tr.role, Role::Regulariser { .. }) => {
-            if matches!(tr.target, Target::InputNoise(_)) {
-                10.0
-            } else {
-                7.0
-            }
-        }
-        _ => 0.0,
+    6.0 + match regulariser(method) {
+        Some(Regulariser::NoisedInput) => 10.0,
+        Some(Regulariser::ParameterTarget) => 7.0,
+        None => 0.0,
     }
+}
+
+/// What a trust-region regulariser compares the model's output with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Regulariser {
+    /// A parameter target's output (TRPO's θ_{t−1}, MESA's EMA), computed without gradient.
+    ParameterTarget,
+    /// The model's own output on noised inputs (R3F), with gradient.
+    NoisedInput,
+}
+
+fn regulariser(method: &tram_core::Method) -> Option<Regulariser> {
+    let tr = method.trust_region.filter(|tr| matches!(tr.role, Role::Regulariser { .. }))?;
+    Some(if matches!(tr.target, Target::InputNoise(_)) {
+        Regulariser::NoisedInput
+    } else {
+        Regulariser::ParameterTarget
+    })
 }
 
 /// Micro-batches whose pass-1 logits TRAM keeps for the radius while pass 2 runs: every one of the step's group
@@ -145,9 +158,10 @@ fn kept_logits(method: &tram_core::Method, accumulate: usize, m_sharpness: bool)
 /// Forwards with gradient whose graphs live at once: a regulariser on noised inputs (R3F) backpropagates
 /// through both the clean and the noised forward.
 fn graphs(method: &tram_core::Method) -> f64 {
-    match method.trust_region {
-        Some(tr) if matches!(tr.role, Role::Regulariser { .. }) && matches!(tr.target, Target::InputNoise(_)) => 2.0,
-        _ => 1.0,
+    if regulariser(method) == Some(Regulariser::NoisedInput) {
+        2.0
+    } else {
+        1.0
     }
 }
 
